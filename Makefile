@@ -1,0 +1,26 @@
+# The README's commands. Everything runs inside a project-local virtualenv (.venv) that the first
+# target creates, so a fresh clone needs only python3 (>= 3.10) and make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+DEMO_TARGET ?= syn-Office
+
+.PHONY: install test demo bench clean-venv
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/mmseqrec prepare synthetic
+	$(BIN)/finetune --domain $(DEMO_TARGET) --model sasrec,mostpop
+
+clean-venv:
+	rm -rf $(VENV)

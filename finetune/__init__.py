@@ -1,0 +1,1 @@
+"""The ``finetune`` console command: train and evaluate models on one target domain."""

@@ -1,0 +1,357 @@
+"""The processed-domain format: how a prepared domain is laid out on disk, written and checked.
+
+One folder per domain::
+
+    <Domain>/
+      manifest.json          source, protocol, counts, checksums, feature descriptions
+      items.parquet          item_id (1..N), raw_id, text, image, domain
+      users.parquet          user_id (0..U-1), raw_id
+      interactions.parquet   user_id, items (the user's whole chronological sequence)
+      train.parquet          user_id, history (oldest first, at most max_len), target
+      valid.parquet          one row per user
+      test.parquet           one row per user
+      features/<name>.npy        float32 (N+1, d); row 0 is padding and stays zero
+      features/<name>.mask.npy   bool (N+1,); False where the item has no such feature
+
+Item ids run 1..N; 0 is reserved for padding everywhere. A missing modality is a ``False`` in the
+mask (its row is zero), never a vector that a model could mistake for data.
+
+Everything is written into a temporary sibling folder and renamed into place at the end, so an
+interrupted ``prepare`` never leaves a half-written domain behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "valid", "test")
+MANIFEST = "manifest.json"
+
+
+class DataFormatError(ValueError):
+    """A processed domain (or a raw input on its way to one) is malformed.
+
+    The message always names the file and what was expected.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# In-memory description of what gets written
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Examples:
+    """(history -> target) rows of one split, with histories stored flat.
+
+    ``history_values[history_offsets[r]:history_offsets[r+1]]`` is row r's history, oldest first.
+    """
+
+    user_id: np.ndarray  # int64 (R,)
+    history_values: np.ndarray  # int64 (sum of lengths,)
+    history_offsets: np.ndarray  # int64 (R+1,)
+    target: np.ndarray  # int64 (R,)
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    @classmethod
+    def from_lists(cls, user_id: Sequence[int], histories: Sequence[Sequence[int]], target: Sequence[int]) -> "Examples":
+        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+        offsets = np.zeros(len(histories) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        values = np.fromiter((i for h in histories for i in h), dtype=np.int64, count=int(offsets[-1]))
+        return cls(np.asarray(user_id, dtype=np.int64), values, offsets, np.asarray(target, dtype=np.int64))
+
+    def history(self, row: int) -> np.ndarray:
+        return self.history_values[self.history_offsets[row] : self.history_offsets[row + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.history_offsets)
+
+
+@dataclass
+class FeatureSet:
+    """One feature table: ``values`` (N+1, d) float32 and ``present`` (N+1,) bool."""
+
+    values: np.ndarray
+    present: np.ndarray
+    modality: str  # "text", "image", ...
+    encoder: str  # e.g. "open_clip ViT-B-32 (openai)"; free text, recorded in the manifest
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.values.shape[1])
+
+
+@dataclass
+class DomainTables:
+    """Everything a source importer produces; ``write_domain`` turns it into a folder."""
+
+    name: str
+    source: dict  # {"type": "release", "path": ..., "version": ...}
+    protocol: dict  # {"split": "leave-one-out", "max_len": 50, "filters": ...}
+    item_raw_id: list[str]  # index i-1 -> item i
+    item_text: list[str | None]
+    item_image: list[str | None]
+    item_domain: list[str]
+    user_raw_id: list[str]  # index u -> user u
+    sequences: list[np.ndarray]  # per user, chronological item ids (1..N)
+    splits: dict[str, Examples]
+    features: dict[str, FeatureSet] = field(default_factory=dict)
+    synthetic: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_raw_id)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_raw_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _list_column(values: np.ndarray, offsets: np.ndarray) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), pa.array(values, type=pa.int32()))
+
+
+def _examples_table(examples: Examples) -> pa.Table:
+    return pa.table(
+        {
+            "user_id": pa.array(examples.user_id, type=pa.int32()),
+            "history": _list_column(examples.history_values, examples.history_offsets),
+            "target": pa.array(examples.target, type=pa.int32()),
+        }
+    )
+
+
+def write_domain(tables: DomainTables, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check ``tables`` and write them as a processed domain at ``out_dir`` (atomically)."""
+    out_dir = Path(out_dir)
+    check_tables(tables)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already exists; pass overwrite=True (or --overwrite) to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        _write_into(tables, staging)
+        if out_dir.exists():
+            # Move the old folder aside first so that a crash leaves either the old or the new one.
+            trash = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, trash)
+            os.replace(staging, out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _write_into(tables: DomainTables, folder: Path) -> None:
+    n_items = tables.num_items
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": pa.array(np.arange(1, n_items + 1), type=pa.int32()),
+                "raw_id": pa.array(tables.item_raw_id, type=pa.string()),
+                "text": pa.array(tables.item_text, type=pa.string()),
+                "image": pa.array(tables.item_image, type=pa.string()),
+                "domain": pa.array(tables.item_domain, type=pa.string()),
+            }
+        ),
+        folder / "items.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": pa.array(np.arange(tables.num_users), type=pa.int32()),
+                "raw_id": pa.array(tables.user_raw_id, type=pa.string()),
+            }
+        ),
+        folder / "users.parquet",
+    )
+    seq_lengths = np.fromiter((len(s) for s in tables.sequences), dtype=np.int64, count=len(tables.sequences))
+    seq_offsets = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
+    np.cumsum(seq_lengths, out=seq_offsets[1:])
+    seq_values = np.concatenate(tables.sequences) if tables.sequences else np.zeros(0, dtype=np.int64)
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": pa.array(np.arange(tables.num_users), type=pa.int32()),
+                "items": _list_column(seq_values, seq_offsets),
+            }
+        ),
+        folder / "interactions.parquet",
+    )
+    for split in SPLITS:
+        pq.write_table(_examples_table(tables.splits[split]), folder / f"{split}.parquet")
+
+    feature_meta = {}
+    if tables.features:
+        (folder / "features").mkdir()
+    for name, feature in tables.features.items():
+        values = np.ascontiguousarray(feature.values, dtype=np.float32)
+        present = np.ascontiguousarray(feature.present, dtype=bool)
+        np.save(folder / "features" / f"{name}.npy", values)
+        np.save(folder / "features" / f"{name}.mask.npy", present)
+        feature_meta[name] = {
+            "modality": feature.modality,
+            "encoder": feature.encoder,
+            "dim": feature.dim,
+            "dtype": "float32",
+            "coverage": round(float(present[1:].mean()) if n_items else 0.0, 6),
+            "items_with_feature": int(present[1:].sum()),
+            "file": f"features/{name}.npy",
+            "mask_file": f"features/{name}.mask.npy",
+            **feature.extra,
+        }
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": tables.name,
+        "synthetic": tables.synthetic,
+        "source": tables.source,
+        "protocol": tables.protocol,
+        "counts": {
+            "users": tables.num_users,
+            "items": n_items,
+            "interactions": int(seq_lengths.sum()),
+            **{f"{split}_examples": len(tables.splits[split]) for split in SPLITS},
+        },
+        "features": feature_meta,
+        "notes": tables.notes,
+        "checksums": {str(p.relative_to(folder)): sha256_of(p) for p in files},
+    }
+    manifest_tmp = folder / (MANIFEST + ".tmp")
+    manifest_tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    os.replace(manifest_tmp, folder / MANIFEST)
+
+
+# --------------------------------------------------------------------------------------------
+# Checking
+# --------------------------------------------------------------------------------------------
+
+
+def _check_ids(where: str, field_name: str, values: np.ndarray, low: int, high: int) -> None:
+    """Raise if any value lies outside [low, high], naming the first offending position."""
+    if values.size == 0:
+        return
+    bad = np.flatnonzero((values < low) | (values > high))
+    if bad.size:
+        first = int(bad[0])
+        raise DataFormatError(
+            f"{where}: field '{field_name}' has {bad.size} value(s) outside {low}..{high}; "
+            f"first at position {first}: {int(values[first])}"
+        )
+
+
+def check_feature_values(where: str, values: np.ndarray, present: np.ndarray, n_items: int, dim: int | None = None) -> None:
+    """Shape, dtype, finiteness and padding checks shared by writer and loader."""
+    if values.ndim != 2 or values.shape[0] != n_items + 1:
+        raise DataFormatError(
+            f"{where}: expected shape ({n_items + 1}, d) = (items + padding row, dim), got {tuple(values.shape)}"
+        )
+    if dim is not None and values.shape[1] != dim:
+        raise DataFormatError(f"{where}: expected dimension {dim}, got {values.shape[1]}")
+    if values.dtype != np.float32:
+        raise DataFormatError(f"{where}: expected float32, got {values.dtype}")
+    if present.shape != (n_items + 1,) or present.dtype != bool:
+        raise DataFormatError(f"{where}: presence mask must be bool of shape ({n_items + 1},), got {present.dtype} {present.shape}")
+    if present[0]:
+        raise DataFormatError(f"{where}: row 0 is padding and must be marked absent in the mask")
+    step = 65536
+    for start in range(0, values.shape[0], step):
+        block = np.asarray(values[start : start + step])
+        finite = np.isfinite(block)
+        if not finite.all():
+            row, col = np.argwhere(~finite)[0]
+            raise DataFormatError(
+                f"{where}: non-finite value {block[row, col]} at item row {start + int(row)}, column {int(col)}"
+            )
+    if np.any(np.asarray(values[0]) != 0):
+        raise DataFormatError(f"{where}: row 0 (padding) must be all zeros")
+
+
+def check_tables(tables: DomainTables) -> None:
+    """Consistency checks before anything is written."""
+    n_items, n_users = tables.num_items, tables.num_users
+    for column in ("item_text", "item_image", "item_domain"):
+        if len(getattr(tables, column)) != n_items:
+            raise DataFormatError(f"{tables.name}: {column} has {len(getattr(tables, column))} entries for {n_items} items")
+    if len(tables.sequences) != n_users:
+        raise DataFormatError(f"{tables.name}: {len(tables.sequences)} sequences for {n_users} users")
+    for split in SPLITS:
+        if split not in tables.splits:
+            raise DataFormatError(f"{tables.name}: split '{split}' is missing")
+        ex = tables.splits[split]
+        where = f"{tables.name} {split} examples"
+        _check_ids(where, "target", ex.target, 1, n_items)
+        _check_ids(where, "history", ex.history_values, 1, n_items)
+        _check_ids(where, "user_id", ex.user_id, 0, n_users - 1)
+        empty = np.flatnonzero(ex.lengths() == 0)
+        if empty.size:
+            raise DataFormatError(f"{where}: row {int(empty[0])} has an empty history")
+    for u, seq in enumerate(tables.sequences):
+        if len(seq) and (seq.min() < 1 or seq.max() > n_items):
+            raise DataFormatError(f"{tables.name} interactions: user {u} has an item id outside 1..{n_items}")
+    for name, feature in tables.features.items():
+        check_feature_values(f"{tables.name} feature '{name}'", feature.values, feature.present, n_items)
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not path.exists():
+        raise DataFormatError(f"{path}: missing; this folder is not a processed domain")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{path}: not valid JSON ({err})") from err
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DataFormatError(f"{path}: format_version {version!r}, this version of mmseqrec reads {FORMAT_VERSION}")
+    for key in ("name", "counts", "checksums", "features"):
+        if key not in manifest:
+            raise DataFormatError(f"{path}: required field '{key}' is missing")
+    return manifest
+
+
+def verify_checksums(folder: Path, manifest: Mapping[str, Any]) -> None:
+    for rel, expected in manifest["checksums"].items():
+        path = folder / rel
+        if not path.exists():
+            raise DataFormatError(f"{path}: listed in the manifest but missing")
+        actual = sha256_of(path)
+        if actual != expected:
+            raise DataFormatError(
+                f"{path}: checksum mismatch (manifest {expected[:12]}..., file {actual[:12]}...); "
+                "the file changed after the domain was prepared: prepare it again"
+            )

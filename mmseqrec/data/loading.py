@@ -1,0 +1,302 @@
+"""Reading processed domains: ``load_domain`` for one, ``load_mixture`` for a pretraining mixture.
+
+Every model reads data only through the ``Domain`` these return. Loading validates the folder
+against its manifest (checksums, counts, id ranges, feature shapes, finiteness) before any
+training starts, and fails with a message that names the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mmseqrec.data.format import (
+    SPLITS,
+    DataFormatError,
+    Examples,
+    FeatureSet,
+    _check_ids,
+    check_feature_values,
+    read_manifest,
+    verify_checksums,
+)
+
+DEFAULT_DATA_DIR = Path("data") / "processed"
+
+
+class DomainNotFoundError(FileNotFoundError):
+    """A domain was asked for that has not been prepared."""
+
+
+def default_data_dir() -> Path:
+    """``$MMSEQREC_DATA_DIR`` if set, else ``data/processed`` under the working directory."""
+    return Path(os.environ.get("MMSEQREC_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+@dataclass
+class Domain:
+    """A loaded, validated domain (or mixture of domains).
+
+    Attributes:
+        name: the domain name (``"Office"``) or the mixture name.
+        path: the folder it was read from (the first folder for a mixture).
+        manifest: the parsed manifest (for a mixture: one per member under ``"members"``).
+        num_items: N; item ids run 1..N, 0 is padding.
+        num_users: U; user ids run 0..U-1.
+        splits: ``train`` / ``valid`` / ``test`` examples.
+        features: feature name -> FeatureSet with (N+1, d) values and an (N+1,) presence mask.
+        item_domain: (N+1,) int array, the index into ``domain_names`` of every item (0 for padding).
+        domain_names: the member domains, in order.
+        item_raw_id: raw ids (ASINs) of items 1..N, index i-1.
+        sequences: every user's chronological sequence, stored flat (``Examples`` without targets).
+    """
+
+    name: str
+    path: Path
+    manifest: dict
+    num_items: int
+    num_users: int
+    splits: dict[str, Examples]
+    features: dict[str, FeatureSet]
+    item_domain: np.ndarray
+    domain_names: list[str]
+    item_raw_id: list[str]
+    sequence_values: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    sequence_offsets: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(1, np.int64))
+    item_text: list[str | None] = field(repr=False, default_factory=list)
+
+    def train_item_counts(self) -> np.ndarray:
+        """Training popularity of every item id 0..N (0 stays 0).
+
+        Counts each user's interactions except the last two (the valid and test targets), i.e.
+        exactly what a model may learn popularity from under leave-one-out.
+        """
+        lengths = np.diff(self.sequence_offsets)
+        position = np.arange(self.sequence_values.size) - np.repeat(self.sequence_offsets[:-1], lengths)
+        keep = position < np.repeat(lengths - 2, lengths)
+        return np.bincount(self.sequence_values[keep], minlength=self.num_items + 1).astype(np.int64)
+
+    def hf_datasets(self):
+        """The splits as a Hugging Face ``DatasetDict`` (user_id, history, target), zero-copy from Arrow."""
+        import datasets
+
+        out = {}
+        for split, ex in self.splits.items():
+            table = pa.table(
+                {
+                    "user_id": pa.array(ex.user_id, type=pa.int32()),
+                    "history": pa.ListArray.from_arrays(
+                        pa.array(ex.history_offsets, type=pa.int32()), pa.array(ex.history_values, type=pa.int32())
+                    ),
+                    "target": pa.array(ex.target, type=pa.int32()),
+                }
+            )
+            out[split] = datasets.Dataset(table)
+        return datasets.DatasetDict(out)
+
+    def describe(self) -> str:
+        feats = ", ".join(f"{k} ({v.modality}, {v.dim}-d, {v.present[1:].mean():.0%})" for k, v in self.features.items())
+        return (
+            f"{self.name}: {self.num_users:,} users, {self.num_items:,} items, "
+            f"{len(self.splits['train']):,} train / {len(self.splits['valid']):,} valid / {len(self.splits['test']):,} test rows"
+            + (f"; features: {feats}" if feats else "")
+        )
+
+
+def resolve_domain_path(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+    """A path that holds a manifest is used as is; otherwise the name is looked up in the data dir."""
+    candidate = Path(name_or_path)
+    if (candidate / "manifest.json").exists():
+        return candidate
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    folder = root / str(name_or_path)
+    if (folder / "manifest.json").exists():
+        return folder
+    available = sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists()) if root.is_dir() else []
+    hint = (
+        "Prepare it first, for example:\n"
+        "  mmseqrec prepare synthetic                       (the ten synthetic demo domains)\n"
+        "  mmseqrec prepare release --path DIR --name NAME   (UniSRec/MISSRec release files)\n"
+        "  mmseqrec prepare lcrec --path DIR --name NAME     (LC-Rec style JSON)\n"
+        "or point --data-dir at the folder that holds it."
+    )
+    have = f"Prepared domains in {root}: {', '.join(available)}." if available else f"No prepared domain in {root}."
+    raise DomainNotFoundError(f"Domain '{name_or_path}' is not prepared (looked for {folder / 'manifest.json'}). {have}\n{hint}")
+
+
+def _read_examples(path: Path) -> Examples:
+    table = pq.read_table(path)
+    for column in ("user_id", "history", "target"):
+        if column not in table.column_names:
+            raise DataFormatError(f"{path}: column '{column}' is missing")
+    history = table.column("history").combine_chunks()
+    return Examples(
+        user_id=table.column("user_id").to_numpy().astype(np.int64),
+        history_values=history.values.to_numpy().astype(np.int64),
+        history_offsets=history.offsets.to_numpy().astype(np.int64),
+        target=table.column("target").to_numpy().astype(np.int64),
+    )
+
+
+def load_domain(
+    name_or_path: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    features: Sequence[str] | None = None,
+    verify: bool = True,
+) -> Domain:
+    """Load and validate one processed domain.
+
+    Args:
+        name_or_path: a domain name looked up under ``data_dir`` or a folder path.
+        data_dir: where prepared domains live (default ``$MMSEQREC_DATA_DIR`` or ``data/processed``).
+        features: feature sets to load (default: all in the manifest). Unknown names are errors.
+        verify: check file checksums against the manifest (cheap next to training; on by default).
+    """
+    folder = resolve_domain_path(name_or_path, data_dir)
+    manifest = read_manifest(folder)
+    if verify:
+        verify_checksums(folder, manifest)
+    counts = manifest["counts"]
+    n_items, n_users = int(counts["items"]), int(counts["users"])
+
+    items = pq.read_table(folder / "items.parquet")
+    if items.num_rows != n_items:
+        raise DataFormatError(f"{folder / 'items.parquet'}: {items.num_rows} rows, manifest says {n_items} items")
+    item_ids = items.column("item_id").to_numpy()
+    if not np.array_equal(item_ids, np.arange(1, n_items + 1)):
+        raise DataFormatError(f"{folder / 'items.parquet'}: item_id must run 1..{n_items} in order")
+
+    splits = {}
+    for split in SPLITS:
+        path = folder / f"{split}.parquet"
+        ex = _read_examples(path)
+        expected = int(counts[f"{split}_examples"])
+        if len(ex) != expected:
+            raise DataFormatError(f"{path}: {len(ex)} rows, manifest says {expected}")
+        _check_ids(str(path), "target", ex.target, 1, n_items)
+        _check_ids(str(path), "history", ex.history_values, 1, n_items)
+        _check_ids(str(path), "user_id", ex.user_id, 0, n_users - 1)
+        if len(ex) and ex.lengths().min() < 1:
+            raise DataFormatError(f"{path}: row {int(np.argmin(ex.lengths()))} has an empty history")
+        splits[split] = ex
+
+    wanted = list(manifest["features"]) if features is None else list(features)
+    loaded: dict[str, FeatureSet] = {}
+    for name in wanted:
+        if name not in manifest["features"]:
+            raise DataFormatError(
+                f"{folder / 'manifest.json'}: no feature set '{name}' (available: {', '.join(manifest['features']) or 'none'}); "
+                "extract it with `mmseqrec extract` or import it with the domain"
+            )
+        meta = manifest["features"][name]
+        values_path, mask_path = folder / meta["file"], folder / meta["mask_file"]
+        try:
+            values = np.load(values_path, mmap_mode="r")
+            present = np.load(mask_path)
+        except (ValueError, OSError) as err:
+            raise DataFormatError(f"{values_path}: cannot be read as .npy ({err})") from err
+        check_feature_values(str(values_path), values, present, n_items, int(meta["dim"]))
+        loaded[name] = FeatureSet(np.asarray(values), present, meta.get("modality", name), meta.get("encoder", ""))
+
+    interactions = pq.read_table(folder / "interactions.parquet").column("items").combine_chunks()
+    seq_values = interactions.values.to_numpy().astype(np.int64)
+    if seq_values.size != int(counts["interactions"]):
+        raise DataFormatError(
+            f"{folder / 'interactions.parquet'}: {seq_values.size} interactions, manifest says {counts['interactions']}"
+        )
+    _check_ids(str(folder / "interactions.parquet"), "items", seq_values, 1, n_items)
+
+    domains = items.column("domain").to_pylist()
+    names = sorted(set(domains)) if domains else [manifest["name"]]
+    index = {d: i for i, d in enumerate(names)}
+    item_domain = np.zeros(n_items + 1, dtype=np.int64)
+    item_domain[1:] = [index[d] for d in domains]
+    return Domain(
+        name=manifest["name"],
+        path=folder,
+        manifest=manifest,
+        num_items=n_items,
+        num_users=n_users,
+        splits=splits,
+        features=loaded,
+        item_domain=item_domain,
+        domain_names=names,
+        item_raw_id=items.column("raw_id").to_pylist(),
+        sequence_values=seq_values,
+        sequence_offsets=interactions.offsets.to_numpy().astype(np.int64),
+        item_text=items.column("text").to_pylist(),
+    )
+
+
+def load_mixture(
+    names: Sequence[str | os.PathLike],
+    data_dir: str | os.PathLike | None = None,
+    features: Sequence[str] | None = None,
+    name: str | None = None,
+    verify: bool = True,
+) -> Domain:
+    """Merge several domains into one item vocabulary for pretraining.
+
+    Item ids of the k-th domain are shifted by the item counts of the domains before it, so
+    vocabularies are disjoint (the same ASIN in two domains is two items, as in UniSRec's
+    FHCKM); users are shifted the same way. Every item is tagged with its domain
+    (``item_domain``). Feature sets must exist in every member with the same dimension.
+    """
+    if not names:
+        raise ValueError("load_mixture needs at least one domain")
+    members = [load_domain(n, data_dir=data_dir, features=features, verify=verify) for n in names]
+    feature_names = list(features) if features is not None else [f for f in members[0].features if all(f in m.features for m in members)]
+    for fname in feature_names:
+        dims = {m.name: m.features[fname].dim for m in members}
+        if len(set(dims.values())) != 1:
+            raise DataFormatError(f"feature '{fname}' has different dimensions across the mixture: {dims}")
+
+    item_offsets = np.cumsum([0] + [m.num_items for m in members])
+    user_offsets = np.cumsum([0] + [m.num_users for m in members])
+    splits = {}
+    for split in SPLITS:
+        parts = [m.splits[split] for m in members]
+        values = np.concatenate([p.history_values + item_offsets[k] for k, p in enumerate(parts)])
+        lengths = np.concatenate([p.lengths() for p in parts])
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        splits[split] = Examples(
+            user_id=np.concatenate([p.user_id + user_offsets[k] for k, p in enumerate(parts)]),
+            history_values=values,
+            history_offsets=offsets,
+            target=np.concatenate([p.target + item_offsets[k] for k, p in enumerate(parts)]),
+        )
+    merged_features = {}
+    for fname in feature_names:
+        first = members[0].features[fname]
+        values = np.concatenate([members[0].features[fname].values[:1]] + [m.features[fname].values[1:] for m in members])
+        present = np.concatenate([[False]] + [m.features[fname].present[1:] for m in members])
+        merged_features[fname] = FeatureSet(np.ascontiguousarray(values), present, first.modality, first.encoder)
+
+    domain_names = [m.name for m in members]
+    item_domain = np.zeros(int(item_offsets[-1]) + 1, dtype=np.int64)
+    for k in range(len(members)):
+        item_domain[item_offsets[k] + 1 : item_offsets[k + 1] + 1] = k
+    return Domain(
+        name=name or "+".join(domain_names),
+        path=members[0].path,
+        manifest={"name": name or "+".join(domain_names), "members": [m.manifest for m in members]},
+        num_items=int(item_offsets[-1]),
+        num_users=int(user_offsets[-1]),
+        splits=splits,
+        features=merged_features,
+        item_domain=item_domain,
+        domain_names=domain_names,
+        item_raw_id=[r for m in members for r in m.item_raw_id],
+        sequence_values=np.concatenate([m.sequence_values + item_offsets[k] for k, m in enumerate(members)]),
+        sequence_offsets=np.concatenate(
+            [[0]] + [m.sequence_offsets[1:] + sum(x.sequence_values.size for x in members[:k]) for k, m in enumerate(members)]
+        ).astype(np.int64),
+        item_text=[t for m in members for t in m.item_text],
+    )

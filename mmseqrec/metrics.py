@@ -1,0 +1,158 @@
+"""Full-ranking evaluation: the rank of each target among all items, then Recall/NDCG/MRR@K.
+
+Protocol (the one UniSRec, MISSRec and RecBole's sequential models use):
+- one target per user (leave-one-out), ranked against every item 1..N; no sampled negatives;
+- padding (id 0) is never a candidate;
+- items already in the history are *not* removed by default; ``mask_history=True`` removes them
+  (the target itself is never removed);
+- ties are broken against the target: its rank is 1 + (items scoring higher) + (other items
+  scoring exactly the same). A model that gives every item the same score therefore gets the
+  worst rank, not the best, which keeps popularity baselines with many equal counts honest.
+
+Ranks are computed on the scores' device, over the catalogue in blocks of items, so the memory
+needed is (batch x block) and not (batch x catalogue) for very large catalogues.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+DEFAULT_KS: tuple[int, ...] = (10, 50)
+METRIC_NAMES = ("recall", "ndcg", "mrr")
+
+ScoreBlockFn = Callable[[int, int], torch.Tensor]  # (first_id, end_id) -> (B, end_id - first_id) scores
+
+
+def _mask_history_block(block: torch.Tensor, history: torch.Tensor, targets: torch.Tensor, start: int) -> torch.Tensor:
+    """Set the scores of history items (ids in [start, start + width)) to -inf, except the target."""
+    width = block.shape[1]
+    local = history - start
+    inside = (history > 0) & (local >= 0) & (local < width) & (history != targets[:, None])
+    rows = torch.arange(history.shape[0], device=block.device)[:, None].expand_as(history)
+    block = block.clone()
+    block[rows[inside], local[inside]] = float("-inf")
+    return block
+
+
+@torch.no_grad()
+def rank_targets(
+    score_block: ScoreBlockFn,
+    targets: torch.Tensor,
+    num_items: int,
+    block_size: int = 1 << 16,
+    history: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The 1-based rank of every target among items 1..num_items.
+
+    Args:
+        score_block: returns the scores of items ``first_id .. end_id-1`` for every row.
+        targets: (B,) target item ids in 1..num_items.
+        num_items: N, the catalogue size without padding.
+        block_size: items scored at once. With one block the scores are computed once; with
+            several, twice (one pass to read the targets' scores, one to count).
+        history: (B, L) item ids (0 = padding) to exclude from the ranking, or None.
+    """
+    if targets.numel() and (int(targets.min()) < 1 or int(targets.max()) > num_items):
+        raise ValueError(f"targets must lie in 1..{num_items}")
+    blocks = [(s, min(s + block_size, num_items + 1)) for s in range(1, num_items + 1, block_size)]
+    rows = torch.arange(targets.shape[0], device=targets.device)
+
+    def scores_of(start: int, end: int) -> torch.Tensor:
+        block = score_block(start, end).float()
+        if block.shape != (targets.shape[0], end - start):
+            raise ValueError(f"score block for items {start}..{end - 1} has shape {tuple(block.shape)}")
+        if torch.isnan(block).any():
+            raise FloatingPointError("the model produced NaN scores during evaluation")
+        if history is not None:
+            block = _mask_history_block(block, history, targets, start)
+        return block
+
+    cached = scores_of(*blocks[0]) if len(blocks) == 1 else None
+    target_scores = torch.empty(targets.shape[0], device=targets.device)
+    if cached is not None:
+        target_scores = cached[rows, targets - 1]
+    else:
+        for start, end in blocks:
+            block = scores_of(start, end)
+            inside = (targets >= start) & (targets < end)
+            target_scores[inside] = block[rows[inside], targets[inside] - start]
+
+    # rank = 1 + (higher) + (ties other than the target); the target ties with itself exactly
+    # once, so counting ">=" over every item gives the same number.
+    rank = torch.zeros_like(targets)
+    for start, end in blocks:
+        block = cached if cached is not None else scores_of(start, end)
+        rank += (block >= target_scores[:, None]).sum(dim=1)
+    return rank
+
+
+def metrics_from_ranks(ranks: torch.Tensor | np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Recall@K (= hit rate, one target per row), NDCG@K and MRR@K averaged over rows."""
+    ranks_np = ranks.detach().cpu().numpy() if isinstance(ranks, torch.Tensor) else np.asarray(ranks)
+    ranks_np = ranks_np.astype(np.float64)
+    if ranks_np.size == 0:
+        return {f"{m}@{k}": float("nan") for k in ks for m in METRIC_NAMES}
+    if ranks_np.min() < 1:
+        raise ValueError("ranks are 1-based")
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = ranks_np <= k
+        out[f"recall@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks_np + 1.0), 0.0).mean())
+        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / ranks_np, 0.0).mean())
+    return out
+
+
+def popularity_buckets(train_counts: np.ndarray, n_buckets: int = 3) -> np.ndarray:
+    """Bucket every item id (0..N) by training popularity into equal shares of interactions.
+
+    Items are sorted from most to least popular; bucket 0 ("head") holds the most popular items
+    that together account for the first 1/n_buckets of training interactions, and so on; the last
+    bucket ("tail") also holds items never seen in training. Padding gets -1.
+    """
+    counts = np.asarray(train_counts, dtype=np.float64).copy()
+    counts[0] = 0
+    order = np.argsort(-counts[1:], kind="stable") + 1
+    total = counts.sum()
+    buckets = np.full(counts.shape[0], n_buckets - 1, dtype=np.int64)
+    if total > 0:
+        cumulative = np.cumsum(counts[order]) - counts[order]  # interactions before this item
+        buckets[order] = np.minimum((cumulative / total * n_buckets).astype(np.int64), n_buckets - 1)
+    buckets[0] = -1
+    return buckets
+
+
+BUCKET_NAMES = {3: ("head", "torso", "tail")}
+
+
+def bucket_breakdown(
+    ranks: np.ndarray, targets: np.ndarray, buckets: np.ndarray, ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, dict[str, float]]:
+    """Metrics per popularity bucket of the target item, with the share of rows in each."""
+    n_buckets = int(buckets.max()) + 1
+    names = BUCKET_NAMES.get(n_buckets, tuple(f"bucket{b}" for b in range(n_buckets)))
+    target_bucket = buckets[np.asarray(targets)]
+    out = {}
+    for b in range(n_buckets):
+        selected = target_bucket == b
+        entry = metrics_from_ranks(np.asarray(ranks)[selected], ks) if selected.any() else {}
+        entry["share"] = float(selected.mean()) if len(selected) else 0.0
+        out[names[b]] = entry
+    return out
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]], columns: Iterable[str]) -> str:
+    """A Markdown table: one row per entry of ``rows``, one column per metric."""
+    columns = list(columns)
+    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, values in rows.items():
+        cells = []
+        for c in columns:
+            v = values.get(c, float("nan"))
+            cells.append(v if isinstance(v, str) else ("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

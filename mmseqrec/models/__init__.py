@@ -1,0 +1,20 @@
+"""Model registry: name -> (model class, config class)."""
+
+from mmseqrec.models.mostpop import MostPop, MostPopConfig
+from mmseqrec.models.sasrec import SASRec, SASRecConfig
+
+MODELS = {
+    "sasrec": (SASRec, SASRecConfig),
+    "mostpop": (MostPop, MostPopConfig),
+}
+
+
+def model_classes(name: str):
+    """(model class, config class) for a model name; a clear error for unknown names."""
+    try:
+        return MODELS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown model '{name}'; available: {', '.join(sorted(MODELS))}") from None
+
+
+__all__ = ["MODELS", "model_classes", "MostPop", "MostPopConfig", "SASRec", "SASRecConfig"]

@@ -1,0 +1,159 @@
+"""The model contract, and the small blocks several models share.
+
+Every model is an ``nn.Module`` (with ``PyTorchModelHubMixin``) built from one config dataclass,
+and implements:
+
+- ``forward(batch) -> (B, D)`` sequence representation;
+- ``loss(batch) -> scalar`` for its training objective;
+- ``score_items(seq_repr, first_id, end_id) -> (B, end_id - first_id)``: scores of items
+  ``first_id .. end_id-1`` for sequence representations from ``forward``; ``score_all(batch)``
+  is the whole catalogue 1..N;
+- ``trainable_parameters(stage)``: which parameters train in ``pretrain``, ``finetune`` (full)
+  and ``peft`` (parameter-efficient) stages, so freezing is declared in one place, printed and
+  tested.
+
+A batch is a dict of tensors: ``item_seq`` (B, L) item ids, left-aligned with 0 padding on the
+right, ``item_seq_len`` (B,), ``target`` (B,), ``user_id`` (B,).
+
+Blocks shared by several models (a post-LN transformer layer) live here; models never inherit
+from one another.
+"""
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STAGES = ("pretrain", "finetune", "peft")
+
+
+class Recommender(nn.Module):
+    """Base class holding the parts of the contract that are the same for every model."""
+
+    #: False for models fitted by counting (MostPop): the training loop skips gradient epochs.
+    trainable: bool = True
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, N) scores of items 1..N (column j is item j+1)."""
+        return self.score_items(self(batch), 1, self.config.num_items + 1)
+
+    def trainable_parameters(self, stage: str) -> Iterator[tuple[str, nn.Parameter]]:
+        """Default: every parameter trains in pretraining and full fine-tuning; no PEFT."""
+        check_stage(stage)
+        if stage == "peft":
+            raise ValueError(f"{type(self).__name__} has no parameter-efficient fine-tuning; use stage 'finetune'")
+        yield from self.named_parameters()
+
+    def on_epoch_start(self, epoch: int, accelerator=None) -> None:
+        """Hook run before every training epoch (MISSRec refreshes its interests here)."""
+
+    def fit_statistics(self, domain) -> None:
+        """Hook for models fitted from counts (MostPop); called once before training."""
+
+
+def check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage '{stage}'; expected one of {', '.join(STAGES)}")
+
+
+def apply_stage(model: Recommender, stage: str) -> int:
+    """Freeze everything except ``model.trainable_parameters(stage)``; return the trainable count."""
+    trainable = {name for name, _ in model.trainable_parameters(stage)}
+    count = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+        if name in trainable:
+            count += param.numel()
+    return count
+
+
+def gather_last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """hidden (B, L, D) -> (B, D): the state at each row's last real position (length - 1)."""
+    index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+    return hidden.gather(1, index).squeeze(1)
+
+
+def init_bert_style(module: nn.Module, std: float) -> None:
+    """N(0, std) for Linear and Embedding weights, zero biases, LayerNorm 1/0 (BERT / RecBole)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        module.weight.data.normal_(0.0, std)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            module.weight.data[module.padding_idx].zero_()
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        module.bias.data.zero_()
+    if isinstance(module, nn.LayerNorm):
+        module.weight.data.fill_(1.0)
+        module.bias.data.zero_()
+
+
+class PostLNTransformerLayer(nn.Module):
+    """A BERT-style (post-LN) transformer layer, as RecBole's SASRec/BERT4Rec/UniSRec use.
+
+    x <- LN(x + Drop(MHA(x)));  x <- LN(x + Drop(W2 GELU(W1 x)))
+    Attention goes through ``scaled_dot_product_attention`` with a boolean mask (True = may
+    attend), so the fused kernels are used where the mask allows.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, inner_size: int, hidden_dropout: float, attn_dropout: float, layer_norm_eps: float):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        self.attn_output = nn.Linear(hidden_size, hidden_size)
+        self.attn_dropout = attn_dropout
+        self.attn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.ffn_in = nn.Linear(hidden_size, inner_size)
+        self.ffn_out = nn.Linear(inner_size, hidden_size)
+        self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(hidden_dropout)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        return x.view(batch, length, self.num_heads, width // self.num_heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        """x (B, L, D); attend (B, 1, L, L) bool, True where query i may attend to key j."""
+        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attend, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        context = context.transpose(1, 2).reshape(x.shape)
+        x = self.attn_norm(x + self.dropout(self.attn_output(context)))
+        hidden = self.ffn_out(F.gelu(self.ffn_in(x)))
+        return self.ffn_norm(x + self.dropout(hidden))
+
+
+def causal_padding_mask(item_seq: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) bool: query i may attend to key j iff j <= i and j is a real item.
+
+    Padding queries (right of the sequence) would attend to nothing; letting them see the
+    first position keeps softmax finite, and their outputs are never read.
+    """
+    length = item_seq.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=item_seq.device).tril()
+    real_key = (item_seq > 0)[:, None, None, :]
+    attend = causal[None, None] & real_key
+    attend[..., 0] = True
+    return attend
+
+
+def bidirectional_padding_mask(item_seq: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) bool: every query attends to every real key (BERT4Rec-style)."""
+    real_key = (item_seq > 0)[:, None, None, :].expand(-1, 1, item_seq.shape[1], -1).clone()
+    real_key[..., 0] = True
+    return real_key
+
+
+def count_parameters(params) -> int:
+    return sum(p.numel() for _, p in params)
+

@@ -1,0 +1,134 @@
+"""Building runs: resolve a model's configuration for a domain, train it, summarise seeds.
+
+Configuration layers, later ones winning:
+1. the dataclass defaults (``TrainConfig`` and the model's config class);
+2. ``finetune/configs/<model>.yaml`` (per-model defaults);
+3. ``finetune/configs/domains/synthetic.yaml`` for synthetic domains, then
+   ``finetune/configs/domains/<Domain>.yaml`` if it exists (per-domain overrides, per model);
+4. files given with ``--config``;
+5. ``key=value`` overrides (``train.epochs=20``, ``model.hidden_size=64``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mmseqrec.config import ConfigError, build_dataclass, deep_merge, load_yaml
+from mmseqrec.data.loading import Domain
+from mmseqrec.models import model_classes
+from mmseqrec.training import TrainConfig, Trainer
+
+FINETUNE_CONFIGS = Path(__file__).resolve().parent.parent / "finetune" / "configs"
+REPORT_COLUMNS = ("valid ndcg@10", "test recall@10", "test ndcg@10", "test recall@50", "test ndcg@50")
+
+
+@dataclass
+class RunSpec:
+    model_name: str
+    train: TrainConfig
+    model_config: Any
+
+
+def resolve_config(
+    model_name: str,
+    domain: Domain,
+    config_files: Sequence[str | Path] = (),
+    overrides: dict | None = None,
+    config_root: Path = FINETUNE_CONFIGS,
+) -> RunSpec:
+    model_cls, config_cls = model_classes(model_name)
+    layers: list[tuple[str, dict]] = []
+    model_file = config_root / f"{model_name.lower()}.yaml"
+    if model_file.exists():
+        layers.append((str(model_file), load_yaml(model_file)))
+    domain_files = []
+    if domain.manifest.get("synthetic"):
+        domain_files.append(config_root / "domains" / "synthetic.yaml")
+    domain_files.append(config_root / "domains" / f"{domain.name}.yaml")
+    for path in domain_files:
+        if path.exists():
+            per_model = load_yaml(path).get(model_name.lower(), {})
+            layers.append((f"{path} [{model_name.lower()}]", per_model))
+    for path in config_files:
+        layers.append((str(path), load_yaml(path)))
+    if overrides:
+        # Command-line model overrides are shared by all models of a comparison: each model
+        # takes the keys it has (``check_overrides`` makes sure every key fits some model).
+        own = {k: v for k, v in (overrides.get("model") or {}).items() if k in config_cls.__dataclass_fields__}
+        layers.append(("command line", {**overrides, "model": own}))
+
+    merged: dict = {"train": {}, "model": {}}
+    for where, layer in layers:
+        unknown = set(layer) - {"train", "model"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}; expected 'train' and 'model'")
+        merged = deep_merge(merged, {k: v or {} for k, v in layer.items()})
+    train = build_dataclass(TrainConfig, merged["train"], "train")
+    model_values = dict(merged["model"])
+    model_values.pop("name", None)
+    if "num_items" in model_values:
+        raise ConfigError("model.num_items comes from the domain and cannot be set")
+    model_values["num_items"] = domain.num_items
+    if "max_len" in {f for f in config_cls.__dataclass_fields__}:
+        model_values.setdefault("max_len", train.max_len)
+    model_config = build_dataclass(config_cls, model_values, "model")
+    return RunSpec(model_name.lower(), train, model_config)
+
+
+def check_overrides(model_names: Sequence[str], overrides: dict) -> None:
+    """Every ``model.*`` override must be a field of at least one of the models run."""
+    fields = set()
+    for name in model_names:
+        fields |= set(model_classes(name)[1].__dataclass_fields__)
+    unknown = sorted(set(overrides.get("model") or {}) - fields)
+    if unknown:
+        raise ConfigError(
+            f"command line: unknown model key(s) {', '.join(unknown)} for {', '.join(model_names)}; "
+            f"valid keys: {', '.join(sorted(fields - {'num_items'}))}"
+        )
+
+
+def train_one(spec: RunSpec, domain: Domain, run_dir: Path, accelerator=None, run_info: dict | None = None, quiet: bool = False) -> dict:
+    model_cls, _ = model_classes(spec.model_name)
+    model = model_cls(spec.model_config)
+    trainer = Trainer(model, domain, spec.train, run_dir, accelerator=accelerator, run_info=run_info, quiet=quiet)
+    results = trainer.fit()
+    trainer.accelerator.free_memory()
+    return results
+
+
+def summarise(results: Sequence[dict]) -> dict[str, Any]:
+    """Mean and sample standard deviation over seeds of the reported metrics."""
+    row: dict[str, Any] = {"seeds": len(results)}
+    for column in REPORT_COLUMNS:
+        split, metric = column.split(" ")
+        values = np.array([r[split][metric] for r in results], dtype=np.float64)
+        row[column] = float(values.mean())
+        row[column + " sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    row["best epoch"] = float(np.mean([r["best_epoch"] for r in results]))
+    row["minutes"] = float(np.mean([r["wall_clock_seconds"] for r in results]) / 60)
+    return row
+
+
+def format_summary_table(summary: dict[str, dict]) -> str:
+    """Markdown table, mean (± sd when several seeds) per model."""
+    header = "| model | " + " | ".join(REPORT_COLUMNS) + " | best epoch | min/run |"
+    lines = [header, "|---|" + "---|" * (len(REPORT_COLUMNS) + 2)]
+    for name, row in summary.items():
+        cells = []
+        for column in REPORT_COLUMNS:
+            mean, sd = row[column], row[column + " sd"]
+            cells.append(f"{mean:.4f} ± {sd:.4f}" if row["seeds"] > 1 else f"{mean:.4f}")
+        best = "-" if math.isnan(row["best epoch"]) or row["best epoch"] < 0 else f"{row['best epoch']:.0f}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {best} | {row['minutes']:.1f} |")
+    return "\n".join(lines)
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
