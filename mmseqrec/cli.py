@@ -17,6 +17,51 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_run_model(run_dir: str):
+    """The best weights of a finished run folder, as the right model class."""
+    from pathlib import Path
+
+    import yaml
+
+    from mmseqrec.models import MODELS
+
+    run = Path(run_dir)
+    config_path = run / "config.yaml"
+    if not config_path.exists() or not (run / "best").is_dir():
+        raise FileNotFoundError(f"{run} is not a finished run folder (expected config.yaml and best/)")
+    name = str(yaml.safe_load(config_path.read_text())["model"]["name"]).lower()
+    model_cls = MODELS[name][0]
+    return model_cls.from_pretrained(str(run / "best"))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from accelerate import Accelerator
+
+    from mmseqrec.training import evaluate, make_loader
+
+    accelerator = Accelerator(cpu=args.cpu)
+    domain = load_domain(args.domain, data_dir=args.data_dir)
+    model = load_run_model(args.run)
+    model.attach_domain(domain)
+    model = model.to(accelerator.device)
+    report = {"num_processes": accelerator.num_processes}
+    for split in ("valid", "test"):
+        loader = accelerator.prepare(make_loader(domain, split, args.batch_size, args.max_len, False, 0))
+        result = evaluate(model, loader, accelerator, domain.num_items, args.mask_history)
+        report[split] = result["metrics"]
+        report[f"{split}_rows"] = result["rows"].tolist()
+    if accelerator.is_main_process:
+        text = json.dumps(report, indent=2)
+        if args.out:
+            with open(args.out, "w") as handle:
+                handle.write(text + "\n")
+        else:
+            print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmseqrec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("domain", help="domain name (looked up in --data-dir) or folder")
     info.add_argument("--data-dir", default=None, help=f"where prepared domains live (default {default_data_dir()})")
     info.set_defaults(func=_cmd_info)
+
+    evaluate = commands.add_parser("evaluate", help="full-ranking evaluation of a finished run's best weights")
+    evaluate.add_argument("--run", required=True, help="run folder (holds config.yaml and best/)")
+    evaluate.add_argument("--domain", required=True, help="domain name or folder")
+    evaluate.add_argument("--data-dir", default=None)
+    evaluate.add_argument("--batch-size", type=int, default=1024, help="users per evaluation batch and process")
+    evaluate.add_argument("--max-len", type=int, default=50)
+    evaluate.add_argument("--mask-history", action="store_true", help="remove history items from the ranking")
+    evaluate.add_argument("--cpu", action="store_true", help="evaluate on the CPU even if a GPU is present")
+    evaluate.add_argument("--out", default=None, help="write the report (metrics and evaluated rows) to this JSON file")
+    evaluate.set_defaults(func=_cmd_evaluate)
     return parser
 
 
@@ -37,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DataFormatError, DomainNotFoundError, FileExistsError) as err:
+    except (DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -72,9 +72,11 @@ def resolve_config(
     train = build_dataclass(TrainConfig, merged["train"], "train")
     model_values = dict(merged["model"])
     model_values.pop("name", None)
-    if "num_items" in model_values:
-        raise ConfigError("model.num_items comes from the domain and cannot be set")
-    model_values["num_items"] = domain.num_items
+    from_domain = model_cls.domain_config(domain)
+    fixed = sorted(set(model_values) & set(from_domain))
+    if fixed:
+        raise ConfigError(f"model.{fixed[0]} comes from the domain and cannot be set")
+    model_values.update(from_domain)
     if "max_len" in {f for f in config_cls.__dataclass_fields__}:
         model_values.setdefault("max_len", train.max_len)
     model_config = build_dataclass(config_cls, model_values, "model")

@@ -213,7 +213,7 @@ class Trainer:
         set_seed(cfg.seed)
         started = time.time()
         model = self.model
-        model.fit_statistics(self.domain)
+        model.attach_domain(self.domain)
         trainable = apply_stage(model, cfg.stage) if model.trainable else 0
         total = sum(p.numel() for p in model.parameters())
         self.log(f"{type(model).__name__} on {self.domain.describe()}")

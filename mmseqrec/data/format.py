@@ -159,14 +159,17 @@ def write_domain(tables: DomainTables, out_dir: str | os.PathLike, overwrite: bo
         raise FileExistsError(f"{out_dir} already exists; pass overwrite=True (or --overwrite) to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp creates 0700; a data dir may be shared
     try:
         _write_into(tables, staging)
         if out_dir.exists():
             # Move the old folder aside first so that a crash leaves either the old or the new one.
-            trash = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent)) / "old"
             os.replace(out_dir, trash)
             os.replace(staging, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
+            shutil.rmtree(trash.parent, ignore_errors=True)
         else:
             os.replace(staging, out_dir)
     except BaseException:

@@ -110,14 +110,14 @@ class Domain:
 
 
 def resolve_domain_path(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
-    """A path that holds a manifest is used as is; otherwise the name is looked up in the data dir."""
-    candidate = Path(name_or_path)
-    if (candidate / "manifest.json").exists():
-        return candidate
+    """The name is looked up in the data dir first; otherwise a folder holding a manifest is used as is."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     folder = root / str(name_or_path)
     if (folder / "manifest.json").exists():
         return folder
+    candidate = Path(name_or_path)
+    if (candidate / "manifest.json").exists():
+        return candidate
     available = sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists()) if root.is_dir() else []
     hint = (
         "Prepare it first, for example:\n"

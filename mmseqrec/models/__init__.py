@@ -1,9 +1,11 @@
 """Model registry: name -> (model class, config class)."""
 
+from mmseqrec.models.missrec import MISSRec, MISSRecConfig
 from mmseqrec.models.mostpop import MostPop, MostPopConfig
 from mmseqrec.models.sasrec import SASRec, SASRecConfig
 
 MODELS = {
+    "missrec": (MISSRec, MISSRecConfig),
     "sasrec": (SASRec, SASRecConfig),
     "mostpop": (MostPop, MostPopConfig),
 }
@@ -17,4 +19,4 @@ def model_classes(name: str):
         raise ValueError(f"unknown model '{name}'; available: {', '.join(sorted(MODELS))}") from None
 
 
-__all__ = ["MODELS", "model_classes", "MostPop", "MostPopConfig", "SASRec", "SASRecConfig"]
+__all__ = ["MODELS", "MISSRec", "MISSRecConfig", "model_classes", "MostPop", "MostPopConfig", "SASRec", "SASRecConfig"]

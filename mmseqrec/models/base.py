@@ -33,6 +33,13 @@ class Recommender(nn.Module):
 
     #: False for models fitted by counting (MostPop): the training loop skips gradient epochs.
     trainable: bool = True
+    #: The stage the model was last prepared for (``apply_stage``); some losses depend on it.
+    stage: str = "finetune"
+
+    @staticmethod
+    def domain_config(domain) -> dict:
+        """Config values that come from the domain (the item count, feature dimensions)."""
+        return {"num_items": domain.num_items}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -54,8 +61,9 @@ class Recommender(nn.Module):
     def on_epoch_start(self, epoch: int, accelerator=None) -> None:
         """Hook run before every training epoch (MISSRec refreshes its interests here)."""
 
-    def fit_statistics(self, domain) -> None:
-        """Hook for models fitted from counts (MostPop); called once before training."""
+    def attach_domain(self, domain) -> None:
+        """Hook called before training or evaluation on ``domain``: models that need domain data
+        which is not saved with them (item features, popularity counts) take it here."""
 
 
 def check_stage(stage: str) -> None:
@@ -66,6 +74,7 @@ def check_stage(stage: str) -> None:
 def apply_stage(model: Recommender, stage: str) -> int:
     """Freeze everything except ``model.trainable_parameters(stage)``; return the trainable count."""
     trainable = {name for name, _ in model.trainable_parameters(stage)}
+    model.stage = stage
     count = 0
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)

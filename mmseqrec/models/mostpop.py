@@ -33,7 +33,7 @@ class MostPop(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         self.config = config
         self.register_buffer("item_counts", torch.zeros(config.num_items + 1))
 
-    def fit_statistics(self, domain) -> None:
+    def attach_domain(self, domain) -> None:
         counts = domain.train_item_counts()
         self.item_counts.copy_(torch.as_tensor(counts.astype(np.float32)))
 

@@ -1,0 +1,452 @@
+"""MISSRec (Wang et al., ACM MM 2023): multimodal interest-aware sequence representations.
+
+Each item has frozen text and image features (CLIP ViT-B/32, 512-d). Two linear adapters map
+them to the model width D. Before every training epoch the adapted text and image tokens of
+all items are clustered into K "interests" (``mmseqrec.interest``, DPC-KNN by default); each
+item thereby gets a text-interest id and an image-interest id, and every interest a centroid.
+
+For a sequence:
+1. interest tokens: the distinct interest ids of its items (both modalities), looked up as
+   centroids, go through a transformer **encoder** (no positions, no causal mask);
+2. item tokens: adapted text + adapted image + learned position (+ an item-ID embedding in
+   transductive mode), LayerNorm, dropout, go through a transformer **decoder** with
+   bidirectional self-attention that cross-attends to the encoded interests;
+3. the decoder output at the last real position, L2-normalised, is the sequence vector s.
+
+An item is scored by *dynamic fusion* of the cosines between s and its normalised adapted
+text and image vectors, with weights softmax(alpha * cos) (a learned scalar alpha, starting at 0,
+i.e. the plain mean); transductive mode averages in the ID cosine as (ID + 2 * fused) / 3. Logits
+are scores / temperature (0.07).
+
+Losses: pretraining is the in-batch sequence->item contrastive loss on fused scores, plus
+``seqseq_weight`` (1e-3) x a sequence->sequence contrastive loss against an augmented view,
+plus ``reg_weight`` (1e-4) x the interest regulariser on both views. Fine-tuning is
+cross-entropy over all items plus ``reg_weight`` x the regulariser.
+
+Parameter-efficient fine-tuning (stage ``peft``) trains the adapters, the input LayerNorm,
+alpha and, in transductive mode, the ID table; positions and the whole transformer are frozen.
+With the paper's configuration that is 308,401 parameters (+ 300 x (items + 1) with IDs).
+
+Corrections to the released code (each on by default; spec ``missrec.md`` section 7):
+- **Missing modalities are masked.** The released code feeds an all-zero feature row through the
+  adapter, so every image-less item enters the decoder, the clustering and the fused score as
+  the adapter bias. Here a missing modality adds nothing to the decoder input, is left out of
+  the clustering (it has no interest id), and the fused score uses the present modality only.
+- **Interest discovery** is the paper's DPC-KNN on faiss (the released trainer runs a vendored
+  mini-batch k-means whose centroids are means of absolute values and which stops after one
+  pass); ``interest_algorithm: kmeans`` selects a correct faiss k-means instead.
+- **Augmentation** (pretraining) drops the sampled items (each non-first item with probability
+  ``item_drop_ratio``) and compacts the rest, for text and image alike; the released scatter
+  drops the wrong items and never augments the image side. The choice between item drop and
+  text-feature drop (``text_aug``, when the domain has it) is made per sequence, not per batch.
+- **The interest regulariser** is a masked mean over each row's real interest tokens, averaged
+  over the batch (the released one sums padding tokens and grows with the batch size).
+- The padding item is not a candidate in the fine-tuning softmax; in-batch pretraining
+  negatives that are the same item as the positive are removed rather than counted.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from mmseqrec.interest import discover_interests, num_interests, unique_interests
+from mmseqrec.models.base import Recommender, check_stage, gather_last
+
+MODES = ("transductive", "inductive")
+
+
+@dataclass
+class MISSRecConfig:
+    """Configuration of MISSRec (defaults: the paper's configuration, ``props/MISSRec.yaml``).
+
+    Attributes:
+        num_items: N, the number of items without padding (set from the domain).
+        text_dim: dimension of the frozen text features (set from the domain; 512 for CLIP).
+        image_dim: dimension of the frozen image features (set from the domain; 512 for CLIP).
+        mode: ``transductive`` adds an item-ID embedding to the input and the ID cosine to the
+            score; ``inductive`` uses content only and works for items never seen in training.
+        modalities: ``text+image``, ``text`` or ``image``.
+        max_len: position table size; longer histories keep their most recent items.
+        hidden_size: model width D (300).
+        num_heads: attention heads of encoder and decoder (4).
+        inner_size: feed-forward width (256).
+        num_encoder_layers: interest encoder layers (1).
+        num_decoder_layers: item decoder layers (1).
+        dropout: dropout everywhere, attention probabilities included (0.5).
+        layer_norm_eps: epsilon of every LayerNorm (1e-12).
+        initializer_range: std of the N(0, std) initialisation of positions, IDs and the
+            transformer's linear layers (0.02; the adapters keep PyTorch's default init).
+        temperature: logits are scores / temperature (0.07).
+        fusion: ``dynamic`` (softmax(alpha * cos) weights) or ``static`` (the mean).
+        interest_ratio: K = ceil(ratio x item tokens); 0.5 for fine-tuning, 0.02 for pretraining.
+        interest_algorithm: ``dpc_knn`` (the paper's) or ``kmeans``.
+        knn_k: neighbours for the DPC-KNN density (absolute; 10).
+        knn_ratio: if set, use ceil(knn_ratio x tokens) neighbours instead (the paper's
+            ``knn_local_ratio``, e.g. 0.2; quadratic in cost, only for small domains).
+        seqseq_weight: weight lambda of the sequence-sequence contrastive loss (1e-3).
+        reg_weight: weight gamma of the interest regulariser (1e-4).
+        item_drop_ratio: probability of dropping each non-first item in the augmented view (0.2).
+        item_drop_prob: probability that a sequence's augmented view uses item drop rather than
+            text-feature drop (0.9); always item drop when no ``text_aug`` feature exists.
+        text_feature: name of the text feature set in the domain (``text``).
+        image_feature: name of the image feature set (``image``).
+        text_aug_feature: name of the augmented text feature set used in pretraining (``text_aug``).
+        seed: seed of the interest clustering.
+    """
+
+    num_items: int = 0
+    text_dim: int = 512
+    image_dim: int = 512
+    mode: str = "transductive"
+    modalities: str = "text+image"
+    max_len: int = 50
+    hidden_size: int = 300
+    num_heads: int = 4
+    inner_size: int = 256
+    num_encoder_layers: int = 1
+    num_decoder_layers: int = 1
+    dropout: float = 0.5
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    temperature: float = 0.07
+    fusion: str = "dynamic"
+    interest_ratio: float = 0.5
+    interest_algorithm: str = "dpc_knn"
+    knn_k: int = 10
+    knn_ratio: float | None = None
+    seqseq_weight: float = 1e-3
+    reg_weight: float = 1e-4
+    item_drop_ratio: float = 0.2
+    item_drop_prob: float = 0.9
+    text_feature: str = "text"
+    image_feature: str = "image"
+    text_aug_feature: str = "text_aug"
+    seed: int = 0
+
+
+class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["sequential-recommendation", "multimodal", "missrec"]):
+    def __init__(self, config: MISSRecConfig):
+        super().__init__()
+        if config.num_items < 1:
+            raise ValueError("MISSRecConfig.num_items must be set to the number of items of the domain")
+        if config.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got '{config.mode}'")
+        if config.modalities not in ("text+image", "text", "image"):
+            raise ValueError(f"modalities must be text+image, text or image, got '{config.modalities}'")
+        if config.fusion not in ("dynamic", "static"):
+            raise ValueError(f"fusion must be dynamic or static, got '{config.fusion}'")
+        self.config = config
+        self.use_text = "text" in config.modalities
+        self.use_image = "image" in config.modalities
+        width = config.hidden_size
+
+        self.transformer = nn.Transformer(
+            d_model=width,
+            nhead=config.num_heads,
+            num_encoder_layers=config.num_encoder_layers,
+            num_decoder_layers=config.num_decoder_layers,
+            dim_feedforward=config.inner_size,
+            dropout=config.dropout,
+            activation="gelu",
+            layer_norm_eps=config.layer_norm_eps,
+            batch_first=True,
+            norm_first=False,
+        )
+        self.position_embedding = nn.Embedding(config.max_len, width)
+        self.input_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.input_dropout = nn.Dropout(config.dropout)
+        self.item_embedding = nn.Embedding(config.num_items + 1, width, padding_idx=0) if config.mode == "transductive" else None
+        # As in the released model: N(0, std) for positions, IDs and the transformer's Linear
+        # layers (its packed attention in-projections keep nn.Transformer's xavier init)...
+        self.apply(self._init_weights)
+        # ...and the adapters, created afterwards, keep PyTorch's default Linear init.
+        self.text_adapter = nn.Linear(config.text_dim, width) if self.use_text else None
+        self.image_adapter = nn.Linear(config.image_dim, width) if self.use_image else None
+        self.fusion_alpha = nn.Parameter(torch.zeros(()))
+
+        # Interest state, refreshed before every epoch; saved with the model so that a saved
+        # fine-tuned model scores exactly as it did. Sized for the largest K the ratio allows.
+        max_interests = num_interests(2 * config.num_items, config.interest_ratio)
+        self.register_buffer("interest_embeddings", torch.zeros(max_interests + 1, width))
+        self.register_buffer("text_interest", torch.zeros(config.num_items + 1, dtype=torch.long))
+        self.register_buffer("image_interest", torch.zeros(config.num_items + 1, dtype=torch.long))
+        self.register_buffer("interest_count", torch.zeros((), dtype=torch.long))
+        # Frozen item features come from the domain (``attach_domain``) and are not saved.
+        self.register_buffer("text_features", torch.zeros(config.num_items + 1, config.text_dim), persistent=False)
+        self.register_buffer("text_present", torch.zeros(config.num_items + 1, dtype=torch.bool), persistent=False)
+        self.register_buffer("image_features", torch.zeros(config.num_items + 1, config.image_dim), persistent=False)
+        self.register_buffer("image_present", torch.zeros(config.num_items + 1, dtype=torch.bool), persistent=False)
+        self.register_buffer("text_aug_features", torch.zeros(0, config.text_dim), persistent=False)
+        self.features_attached = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(0.0, std)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+        if isinstance(module, nn.LayerNorm):
+            module.weight.data.fill_(1.0)
+            module.bias.data.zero_()
+
+    # ---------------------------------------------------------------------------------------
+    # Domain data
+    # ---------------------------------------------------------------------------------------
+    @staticmethod
+    def domain_config(domain) -> dict:
+        """Config values that come from the domain: item count and feature dimensions."""
+        values = {"num_items": domain.num_items}
+        for key, name in (("text_dim", "text"), ("image_dim", "image")):
+            if name in domain.features:
+                values[key] = domain.features[name].dim
+        return values
+
+    def attach_domain(self, domain) -> None:
+        """Copy the domain's frozen features into the model (not saved with it)."""
+        cfg = self.config
+        if domain.num_items != cfg.num_items:
+            raise ValueError(f"model built for {cfg.num_items} items, domain {domain.name} has {domain.num_items}")
+        wanted = [(cfg.text_feature, "text", self.use_text), (cfg.image_feature, "image", self.use_image)]
+        for name, slot, used in wanted:
+            if not used:
+                continue
+            if name not in domain.features:
+                raise ValueError(
+                    f"MISSRec ({cfg.modalities}) needs the feature set '{name}' but domain {domain.name} has "
+                    f"{', '.join(domain.features) or 'none'}; extract it first or set model.modalities"
+                )
+            feature = domain.features[name]
+            expected = cfg.text_dim if slot == "text" else cfg.image_dim
+            if feature.dim != expected:
+                raise ValueError(f"feature '{name}' of {domain.name} is {feature.dim}-d, the model expects {expected}")
+            getattr(self, f"{slot}_features").copy_(torch.as_tensor(np.asarray(feature.values)))
+            getattr(self, f"{slot}_present").copy_(torch.as_tensor(feature.present))
+        aug = domain.features.get(cfg.text_aug_feature)
+        if aug is not None and self.use_text and aug.dim == cfg.text_dim:
+            # Items without an augmented text fall back to their plain text.
+            values = np.where(aug.present[:, None], np.asarray(aug.values), np.asarray(domain.features[cfg.text_feature].values))
+            self.text_aug_features = torch.as_tensor(values, dtype=torch.float32, device=self.text_features.device)
+        self.features_attached = True
+
+    # ---------------------------------------------------------------------------------------
+    # Stages
+    # ---------------------------------------------------------------------------------------
+    def trainable_parameters(self, stage: str) -> Iterator[tuple[str, nn.Parameter]]:
+        check_stage(stage)
+        for name, param in self.named_parameters():
+            if stage != "peft":
+                yield name, param
+            elif name.split(".")[0] in ("text_adapter", "image_adapter", "input_norm", "fusion_alpha", "item_embedding"):
+                yield name, param
+
+    # ---------------------------------------------------------------------------------------
+    # Item side
+    # ---------------------------------------------------------------------------------------
+    def _adapted(self, ids: torch.Tensor, text_override: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Adapted text and image vectors of ``ids`` (any shape), zero where the modality is missing."""
+        text = image = None
+        if self.use_text:
+            feats = self.text_features[ids]
+            if text_override is not None and self.text_aug_features.numel():
+                feats = torch.where(text_override[..., None], self.text_aug_features[ids], feats)
+            text = self.text_adapter(feats) * self.text_present[ids][..., None]
+        if self.use_image:
+            image = self.image_adapter(self.image_features[ids]) * self.image_present[ids][..., None]
+        return text, image
+
+    def _item_vectors(self, ids: torch.Tensor):
+        """Normalised adapted vectors, presence masks and (transductive) ID vectors of ``ids``."""
+        text, image = self._adapted(ids)
+        out = {}
+        if self.use_text:
+            out["text"] = (F.normalize(text, dim=-1), self.text_present[ids])
+        if self.use_image:
+            out["image"] = (F.normalize(image, dim=-1), self.image_present[ids])
+        ids_vec = F.normalize(self.item_embedding(ids), dim=-1) if self.item_embedding is not None else None
+        return out, ids_vec
+
+    def _fused_scores(self, seq: torch.Tensor, ids: torch.Tensor, pairwise: bool = True) -> torch.Tensor:
+        """Cosine-based scores of sequences ``seq`` (B, D) against items ``ids`` (M,): (B, M)."""
+        vectors, id_vectors = self._item_vectors(ids)
+        cosines, present = [], []
+        for vec, mask in vectors.values():
+            cosines.append(seq @ vec.T)
+            present.append(mask[None, :].expand(seq.shape[0], -1))
+        cos = torch.stack(cosines, dim=-1)  # (B, M, modalities)
+        avail = torch.stack(present, dim=-1)
+        weights_logits = (self.fusion_alpha * cos) if self.config.fusion == "dynamic" else torch.zeros_like(cos)
+        weights_logits = weights_logits.masked_fill(~avail, float("-inf"))
+        weights = torch.softmax(weights_logits, dim=-1).nan_to_num(0.0)  # items with no content: 0
+        fused = (weights * cos).sum(-1)
+        if id_vectors is not None:
+            fused = (seq @ id_vectors.T + 2 * fused) / 3
+        return fused
+
+    # ---------------------------------------------------------------------------------------
+    # Sequence side
+    # ---------------------------------------------------------------------------------------
+    def _interest_ids(self, item_seq: torch.Tensor) -> torch.Tensor:
+        parts = []
+        if self.use_text:
+            parts.append(self.text_interest[item_seq])
+        if self.use_image:
+            parts.append(self.image_interest[item_seq])
+        return unique_interests(torch.cat(parts, dim=1))
+
+    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor, text_override: torch.Tensor | None = None):
+        """Sequence vectors (B, D), L2-normalised, and the encoded interests for the regulariser."""
+        if not self.features_attached:
+            raise RuntimeError("MISSRec needs its item features: call model.attach_domain(domain) first")
+        item_seq = item_seq[:, : self.config.max_len]
+        interests = self._interest_ids(item_seq)
+        memory_pad = interests == 0
+        # A row with no interest at all (no item has content) keeps one zero token so that
+        # attention stays finite.
+        empty = (interests == 0).all(dim=1)
+        memory_pad[empty, 0] = False
+        memory = self.transformer.encoder(self.interest_embeddings[interests], src_key_padding_mask=memory_pad)
+
+        text, image = self._adapted(item_seq, text_override)
+        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+        hidden = self.position_embedding(positions)[None].expand(item_seq.shape[0], -1, -1)
+        if text is not None:
+            hidden = hidden + text
+        if image is not None:
+            hidden = hidden + image
+        if self.item_embedding is not None:
+            hidden = hidden + self.item_embedding(item_seq)
+        hidden = self.input_dropout(self.input_norm(hidden))
+        decoded = self.transformer.decoder(
+            hidden, memory, tgt_key_padding_mask=item_seq == 0, memory_key_padding_mask=memory_pad
+        )
+        seq = F.normalize(gather_last(decoded, lengths), dim=-1)
+        return seq, memory, memory_pad
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encode(batch["item_seq"], batch["item_seq_len"])[0]
+
+    def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
+        ids = torch.arange(first_id, end_id, device=seq_repr.device)
+        return self._fused_scores(seq_repr, ids) / self.config.temperature
+
+    @staticmethod
+    def interest_regulariser(memory: torch.Tensor, memory_pad: torch.Tensor) -> torch.Tensor:
+        """mean_b ||masked mean of row b's encoded interests||^2 / D."""
+        real = (~memory_pad).unsqueeze(-1).to(memory.dtype)
+        pooled = (memory * real).sum(1) / real.sum(1).clamp(min=1.0)
+        return (pooled.pow(2).sum(-1) / memory.shape[-1]).mean()
+
+    # ---------------------------------------------------------------------------------------
+    # Losses
+    # ---------------------------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.stage == "pretrain":
+            return self.pretrain_loss(batch)
+        seq, memory, memory_pad = self.encode(batch["item_seq"], batch["item_seq_len"])
+        logits = self.score_items(seq, 1, self.config.num_items + 1)
+        ce = F.cross_entropy(logits.float(), batch["target"] - 1)
+        return ce + self.config.reg_weight * self.interest_regulariser(memory, memory_pad)
+
+    def augment(self, item_seq: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None):
+        """An augmented view per sequence: item drop (compacted) or text-feature drop."""
+        cfg = self.config
+        batch, length = item_seq.shape
+        device = item_seq.device
+        uniform = lambda *shape: torch.rand(*shape, device=device, generator=generator)  # noqa: E731
+        real = item_seq > 0
+        keep = (uniform(batch, length) >= cfg.item_drop_ratio) & real
+        keep[:, 0] = real[:, 0]  # the first item always stays
+        # Compact the kept items to the left, preserving order (stable sort on "dropped").
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+        dropped_seq = torch.where(keep, item_seq, torch.zeros_like(item_seq)).gather(1, order)
+        dropped_len = keep.sum(dim=1)
+
+        use_word_drop = torch.zeros(batch, dtype=torch.bool, device=device)
+        if self.text_aug_features.numel() and self.use_text:
+            use_word_drop = uniform(batch) >= cfg.item_drop_prob
+        aug_seq = torch.where(use_word_drop[:, None], item_seq, dropped_seq)
+        aug_len = torch.where(use_word_drop, lengths, dropped_len)
+        text_override = use_word_drop[:, None] & real & (uniform(batch, length) < cfg.item_drop_ratio)
+        return aug_seq, aug_len, text_override
+
+    def pretrain_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        cfg = self.config
+        seq, memory, memory_pad = self.encode(batch["item_seq"], batch["item_seq_len"])
+        targets = batch["target"]
+        logits = self._fused_scores(seq, targets) / cfg.temperature  # (B, B)
+        # Other rows whose target is the same item are not negatives.
+        same = (targets[:, None] == targets[None, :]) & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device)
+        labels = torch.arange(len(targets), device=targets.device)
+        seq_item = F.cross_entropy(logits.float().masked_fill(same, float("-inf")), labels)
+
+        aug_seq, aug_len, override = self.augment(batch["item_seq"], batch["item_seq_len"])
+        aug, aug_memory, aug_pad = self.encode(aug_seq, aug_len, override)
+        seq_seq = F.cross_entropy((seq @ aug.T).float() / cfg.temperature, labels)
+        reg = self.interest_regulariser(memory, memory_pad) + self.interest_regulariser(aug_memory, aug_pad)
+        return seq_item + cfg.seqseq_weight * seq_seq + cfg.reg_weight * reg
+
+    # ---------------------------------------------------------------------------------------
+    # Interest discovery
+    # ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def item_tokens(self, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adapted tokens of every present (item, modality), and their flat (modality, item) keys."""
+        tokens, keys = [], []
+        for slot, offset in (("text", 0), ("image", 1)):
+            if not getattr(self, f"use_{slot}"):
+                continue
+            present = torch.nonzero(getattr(self, f"{slot}_present")).squeeze(1)
+            adapter = getattr(self, f"{slot}_adapter")
+            features = getattr(self, f"{slot}_features")
+            for start in range(0, len(present), chunk):
+                ids = present[start : start + chunk]
+                tokens.append(adapter(features[ids]).float())
+                keys.append(ids + offset * (self.config.num_items + 1))
+        return torch.cat(tokens), torch.cat(keys)
+
+    @torch.no_grad()
+    def refresh_interests(self, accelerator=None) -> dict:
+        """Cluster the current adapted tokens and rewrite the interest tables.
+
+        Under several processes the main process clusters and the result is broadcast, so all
+        replicas use identical tables.
+        """
+        cfg = self.config
+        device = self.interest_embeddings.device
+        tokens, keys = self.item_tokens()
+        n_tokens = tokens.shape[0]
+        count = num_interests(n_tokens, cfg.interest_ratio)
+        labels = torch.zeros(n_tokens, dtype=torch.long, device=device)
+        centroids = torch.zeros(count, cfg.hidden_size, device=device)
+        main = accelerator is None or accelerator.is_main_process
+        if main:
+            result = discover_interests(
+                tokens.cpu().numpy(), cfg.interest_ratio, cfg.interest_algorithm, cfg.knn_k, cfg.knn_ratio, seed=cfg.seed
+            )
+            labels = torch.as_tensor(result.labels, device=device)
+            centroids = torch.as_tensor(result.centroids, device=device)
+        if accelerator is not None and accelerator.num_processes > 1:
+            from accelerate.utils import broadcast
+
+            labels = broadcast(labels, from_process=0)
+            centroids = broadcast(centroids, from_process=0)
+        self.interest_embeddings.zero_()
+        self.interest_embeddings[1 : count + 1] = centroids.to(self.interest_embeddings.dtype)
+        self.interest_count.fill_(count)
+        self.text_interest.zero_()
+        self.image_interest.zero_()
+        modality, item = keys // (cfg.num_items + 1), keys % (cfg.num_items + 1)
+        self.text_interest[item[modality == 0]] = labels[modality == 0] + 1
+        self.image_interest[item[modality == 1]] = labels[modality == 1] + 1
+        return {"tokens": n_tokens, "interests": count}
+
+    def on_epoch_start(self, epoch: int, accelerator=None) -> None:
+        self.refresh_interests(accelerator)
