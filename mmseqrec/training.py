@@ -260,6 +260,8 @@ class Trainer:
             if best_state is not None:
                 model.load_state_dict(best_state)
         else:
+            # Nothing to train (MostPop): prepare the loaders and put the buffers on the device.
+            model.to(acc.device)
             valid_loader, test_loader = acc.prepare(valid_loader, test_loader)
 
         valid = evaluate(model, valid_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size)
