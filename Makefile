@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
-DEMO_TARGET ?= syn-Office
+DEMO_TARGETS ?= syn-Scientific,syn-Pantry,syn-Instruments,syn-Arts,syn-Office
 
 .PHONY: install test demo bench clean-venv
 
@@ -20,7 +20,8 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mmseqrec prepare synthetic
-	$(BIN)/finetune --domain $(DEMO_TARGET) --model sasrec,mostpop
+	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no pretrain/run.py --quiet
+	$(BIN)/finetune --domain $(DEMO_TARGETS) --model missrec,missrec@scratch,sasrec,mostpop --quiet --output checkpoints/demo
 
 clean-venv:
 	rm -rf $(VENV)

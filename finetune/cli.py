@@ -1,10 +1,18 @@
-"""``finetune --domain <Domain> [--model sasrec,mostpop] [--seeds 3] [key=value ...]``
+"""``finetune --domain <Domain> [--model missrec,sasrec,...] [--seeds 3] [key=value ...]``
 
 Trains each model on the domain's train split, selects the epoch by valid NDCG@10, evaluates
-test with the best weights, and prints one table (mean ± sd over seeds). Each run's folder
-(config, log, metrics.json, best weights) and the summary (``results.md``, ``results.json``)
-go under ``--output`` (default ``checkpoints/finetune-<Domain>-<time>``).
+test with the best weights, and prints one table (mean ± sd over seeds).
 
+Pretrained models (MISSRec) start from a pretraining checkpoint and are fine-tuned
+parameter-efficiently: ``--checkpoint PATH`` names one; without it, the default pretraining
+output is used (``checkpoints/pretrain/demo/final`` for synthetic domains, made by
+``accelerate launch pretrain/run.py``; ``checkpoints/pretrain/missrec-fhckm/final`` otherwise).
+``--from-scratch`` trains all parameters from random weights instead; ``--full`` fine-tunes all
+parameters of the pretrained model. A model name can carry the choice for itself, so one table
+can compare them: ``missrec@scratch``, ``missrec@peft``, ``missrec@full``.
+
+Each run's folder (config, log, metrics.json, best weights) and the summary (``results.md``,
+``results.json``) go under ``--output`` (default ``checkpoints/finetune-<Domain>-<time>``).
 Runs on one process as is; ``accelerate launch -m finetune.cli ...`` runs it on several.
 """
 
@@ -18,13 +26,32 @@ from pathlib import Path
 from mmseqrec.config import ConfigError, parse_overrides
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_domain
-from mmseqrec.runs import check_overrides, format_summary_table, resolve_config, summarise, timestamp, train_one
+from mmseqrec.runs import (
+    check_overrides,
+    default_checkpoint,
+    format_summary_table,
+    pretrainable,
+    resolve_config,
+    summarise,
+    timestamp,
+    train_one,
+)
+from mmseqrec.training import make_accelerator
+
+VARIANTS = ("scratch", "peft", "full")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="finetune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--domain", required=True, help="prepared domain name (e.g. Office, syn-Office) or folder")
-    parser.add_argument("--model", default="sasrec", help="model name, or several separated by commas (default: sasrec)")
+    parser.add_argument("--domain", required=True,
+                        help="prepared domain name (e.g. Office, syn-Office) or folder; several, comma-separated, "
+                             "give one table per domain and a combined table of test NDCG@10 / Recall@10")
+    parser.add_argument("--model", default="missrec", help="model name(s), comma-separated, optionally with @scratch/@peft/@full (default: missrec)")
+    parser.add_argument("--mode", choices=("transductive", "inductive"), default=None,
+                        help="MISSRec: with item IDs (transductive, default) or content only (inductive)")
+    parser.add_argument("--checkpoint", default=None, help="pretrained model folder to start from (pretrainable models only)")
+    parser.add_argument("--from-scratch", action="store_true", help="train pretrainable models from random weights")
+    parser.add_argument("--full", action="store_true", help="fine-tune all parameters of a pretrained model (default: parameter-efficient)")
     parser.add_argument("--data-dir", default=None, help=f"where prepared domains live (default: {default_data_dir()})")
     parser.add_argument("--config", action="append", default=[], help="extra YAML config file(s), applied in order")
     parser.add_argument("--seed", type=int, default=None, help="first seed (default: train.seed, 2020)")
@@ -39,44 +66,117 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, DataFormatError, DomainNotFoundError, ValueError) as err:
+    except (ConfigError, DataFormatError, DomainNotFoundError, FileNotFoundError, ValueError) as err:
         print(f"finetune: error: {err}", file=sys.stderr)
         return 2
 
 
-def run(args: argparse.Namespace) -> int:
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
+def plan_runs(args: argparse.Namespace, domain, overrides: dict) -> dict:
+    """One RunSpec per requested model (variant), with its starting point and stage resolved."""
+    if args.from_scratch and args.checkpoint:
+        raise ValueError("--from-scratch and --checkpoint exclude each other")
+    requested = [m.strip() for m in args.model.split(",") if m.strip()]
+    names = [m.split("@")[0].lower() for m in requested]
+    check_overrides(names, overrides)
+    specs = {}
+    for entry, name in zip(requested, names):
+        variant = entry.split("@")[1].lower() if "@" in entry else None
+        if variant is not None and variant not in VARIANTS:
+            raise ValueError(f"unknown variant '@{variant}' in '{entry}'; expected one of {', '.join('@' + v for v in VARIANTS)}")
+        layer = dict(overrides)
+        if args.mode and name == "missrec":
+            layer = {**layer, "model": {**(layer.get("model") or {}), "mode": args.mode}}
+        checkpoint, stage = None, "finetune"
+        if pretrainable(name) and (variant or ("scratch" if args.from_scratch else "peft")) != "scratch":
+            if args.checkpoint:
+                checkpoint = Path(args.checkpoint)
+            else:
+                checkpoint, command = default_checkpoint(name, domain)
+                if not (checkpoint / "model.safetensors").exists():
+                    raise FileNotFoundError(
+                        f"{name} fine-tunes a pretrained model, and none was found at {checkpoint}. Make one with\n"
+                        f"  {command}\nor pass --checkpoint PATH, or train from random weights with --from-scratch "
+                        f"(or the model name '{name}@scratch')."
+                    )
+            stage = "finetune" if (variant == "full" or (variant is None and args.full)) else "peft"
+        elif variant in ("peft", "full"):
+            raise ValueError(f"'{entry}': {name} is not a pretrained model; only @scratch applies")
+        spec = resolve_config(name, domain, args.config, layer, checkpoint=checkpoint)
+        spec.train.stage = stage
+        spec.label = f"{name} ({'pretrained, ' + ('peft' if stage == 'peft' else 'full') if checkpoint else 'scratch'})" if pretrainable(name) else name
+        specs[entry] = spec
+    return specs
 
+
+def run(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ValueError("--seeds must be at least 1")
-    domain = load_domain(args.domain, data_dir=args.data_dir)
+    names = [d.strip() for d in args.domain.split(",") if d.strip()]
+    domains = [load_domain(name, data_dir=args.data_dir) for name in names]
     overrides = parse_overrides(args.overrides)
-    models = [m.strip() for m in args.model.split(",") if m.strip()]
-    check_overrides(models, overrides)
-    specs = {name: resolve_config(name, domain, args.config, overrides) for name in models}  # fail fast on bad config
+    plans = [plan_runs(args, domain, overrides) for domain in domains]  # fail fast: config, checkpoints
+    accelerator = make_accelerator(next(iter(plans[0].values())).train.mixed_precision)
+    if len(domains) == 1:
+        output = Path(args.output) if args.output else Path("checkpoints") / f"finetune-{domains[0].name}-{timestamp()}"
+        run_domain(args, domains[0], plans[0], output, accelerator)
+        return 0
+    root = Path(args.output) if args.output else Path("checkpoints") / f"finetune-{len(domains)}domains-{timestamp()}"
+    summaries = {}
+    for domain, specs in zip(domains, plans):
+        summaries[domain.name] = run_domain(args, domain, specs, root / domain.name, accelerator)
+    if accelerator.is_main_process:
+        table = format_cross_domain_table(summaries)
+        (root / "results.md").write_text(table + "\n")
+        print(f"\n{table}\n\nall runs: {root}")
+    return 0
 
-    first = next(iter(specs.values()))
-    accelerator = Accelerator(
-        mixed_precision=first.train.mixed_precision,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-    output = Path(args.output) if args.output else Path("checkpoints") / f"finetune-{domain.name}-{timestamp()}"
+
+def format_cross_domain_table(summaries: dict[str, dict]) -> str:
+    """Rows: models; columns: test NDCG@10 and Recall@10 per domain, and their mean."""
+    domains = list(summaries)
+    models = list(dict.fromkeys(m for s in summaries.values() for m in s))
+    seeds = next(iter(summaries[domains[0]].values()))["seeds"]
+    lines = [
+        "test NDCG@10 / Recall@10 per domain" + (f" (mean ± sd over {seeds} seeds)" if seeds > 1 else ""),
+        "",
+        "| model | " + " | ".join(domains) + " | mean N@10 |",
+        "|---|" + "---|" * (len(domains) + 1),
+    ]
+    for model in models:
+        cells, means = [], []
+        for d in domains:
+            row = summaries[d].get(model)
+            if row is None:
+                cells.append("-")
+                continue
+            sd = f" ± {row['test ndcg@10 sd']:.4f}" if row["seeds"] > 1 else ""
+            cells.append(f"{row['test ndcg@10']:.4f}{sd} / {row['test recall@10']:.4f}")
+            means.append(row["test ndcg@10"])
+        mean = f"{sum(means) / len(means):.4f}" if means else "-"
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines)
+
+
+def run_domain(args: argparse.Namespace, domain, specs: dict, output: Path, accelerator) -> dict:
+    """Train every planned model on one domain; print and save its table; return the summary."""
     synthetic = " (synthetic)" if domain.manifest.get("synthetic") else ""
     if accelerator.is_main_process:
         print(f"{domain.describe()}{synthetic}")
 
     summary, all_results = {}, {}
-    for name, spec in specs.items():
+    for entry, spec in specs.items():
         base_seed = args.seed if args.seed is not None else spec.train.seed
         results = []
         for k in range(args.seeds):
             spec.train.seed = base_seed + k
-            run_dir = output / f"{name}-seed{spec.train.seed}"
+            run_dir = output / f"{entry.replace('@', '-')}-seed{spec.train.seed}"
             info = {"data": {"domain": domain.name, "path": str(domain.path), "synthetic": bool(domain.manifest.get("synthetic"))}}
             results.append(train_one(spec, domain, run_dir, accelerator=accelerator, run_info=info, quiet=args.quiet))
-        summary[name] = summarise(results)
-        all_results[name] = [{k: v for k, v in r.items() if k != "history"} for r in results]
+        summary[spec.label] = summarise(results)
+        summary[spec.label]["trainable parameters"] = results[0]["trainable_parameters"]
+        all_results[spec.label] = [{k: v for k, v in r.items() if k != "history"} for r in results]
+        if accelerator.is_main_process:
+            print(f"{spec.label}: {results[0]['trainable_parameters']:,} trainable parameters ({spec.train.stage})")
 
     table = format_summary_table(summary)
     if accelerator.is_main_process:
@@ -84,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         (output / "results.md").write_text(f"{title}\n\n{table}\n")
         (output / "results.json").write_text(json.dumps({"domain": domain.name, "summary": summary, "runs": all_results}, indent=2) + "\n")
         print(f"\n{title}\n\n{table}\n\nruns and summary: {output}")
-    return 0
+    return summary
 
 
 if __name__ == "__main__":

@@ -37,11 +37,9 @@ def load_run_model(run_dir: str):
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from accelerate import Accelerator
+    from mmseqrec.training import evaluate, make_accelerator, make_loader
 
-    from mmseqrec.training import evaluate, make_loader
-
-    accelerator = Accelerator(cpu=args.cpu)
+    accelerator = make_accelerator(cpu=args.cpu)
     domain = load_domain(args.domain, data_dir=args.data_dir)
     model = load_run_model(args.run)
     model.attach_domain(domain)

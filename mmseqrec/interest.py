@@ -63,7 +63,7 @@ def knn_search(x: np.ndarray, k: int, approximate: bool, seed: int = 0, nprobe: 
         quantizer = faiss.IndexFlatL2(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_L2)
         rng = np.random.default_rng(seed)
-        sample = x[rng.choice(n, size=min(n, nlist * 64), replace=False)]
+        sample = x[rng.choice(n, size=min(n, nlist * 39), replace=False)]
         index.cp.seed = seed
         index.train(sample)
         index.add(x)

@@ -33,6 +33,67 @@ class RunSpec:
     model_name: str
     train: TrainConfig
     model_config: Any
+    checkpoint: Path | None = None  # pretrained weights to start from (transferable part only)
+    label: str = ""  # how the run is named in tables, e.g. "missrec (pretrained, peft)"
+
+
+# Where `accelerate launch pretrain/run.py [--config ...]` leaves the model each fine-tuning
+# starts from by default: synthetic targets use the synthetic pretraining, real ones FHCKM.
+DEFAULT_PRETRAINING = {
+    ("missrec", True): Path("checkpoints/pretrain/demo/final"),
+    ("missrec", False): Path("checkpoints/pretrain/missrec-fhckm/final"),
+}
+PRETRAIN_COMMAND = {
+    ("missrec", True): "accelerate launch pretrain/run.py",
+    ("missrec", False): "accelerate launch pretrain/run.py --config pretrain/configs/missrec-fhckm.yaml",
+}
+
+
+def pretrainable(model_name: str) -> bool:
+    return model_classes(model_name)[0].transferable_prefixes is not None
+
+
+def default_checkpoint(model_name: str, domain: Domain) -> tuple[Path, str]:
+    key = (model_name.lower(), bool(domain.manifest.get("synthetic")))
+    return DEFAULT_PRETRAINING[key], PRETRAIN_COMMAND[key]
+
+
+def read_checkpoint_config(checkpoint: Path) -> dict:
+    """The model config stored with a ``save_pretrained`` folder (clear errors if it is not one)."""
+    import json
+
+    config_file = checkpoint / "config.json"
+    if not (checkpoint / "model.safetensors").exists() or not config_file.exists():
+        raise FileNotFoundError(f"{checkpoint} is not a saved model (expected model.safetensors and config.json)")
+    return json.loads(config_file.read_text())
+
+
+def load_transferable_weights(model, checkpoint: Path) -> list[str]:
+    """Load the domain-independent weights of ``checkpoint`` into ``model``; return the keys loaded.
+
+    Domain-specific tensors (item-ID tables, interest tables) are not transferred: the target
+    domain has other items. Every other tensor of the model must be in the checkpoint with the
+    same shape, and the checkpoint may hold nothing else.
+    """
+    from safetensors.torch import load_file
+
+    state = load_file(str(checkpoint / "model.safetensors"))
+    prefixes = tuple(type(model).transferable_prefixes)
+    is_domain_specific = lambda key: not key.startswith(prefixes)  # noqa: E731
+    own = {k: v for k, v in model.state_dict().items() if not is_domain_specific(k)}
+    incoming = {k: v for k, v in state.items() if not is_domain_specific(k)}
+    missing = sorted(set(own) - set(incoming))
+    unexpected = sorted(set(incoming) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{checkpoint} does not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for key, value in incoming.items():
+        if value.shape != own[key].shape:
+            raise ValueError(f"{checkpoint}: '{key}' has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+    model.load_state_dict(incoming, strict=False)
+    return sorted(incoming)
 
 
 def resolve_config(
@@ -41,7 +102,13 @@ def resolve_config(
     config_files: Sequence[str | Path] = (),
     overrides: dict | None = None,
     config_root: Path = FINETUNE_CONFIGS,
+    checkpoint: Path | None = None,
 ) -> RunSpec:
+    """The run configuration of ``model_name`` on ``domain`` (layers in the module docstring).
+
+    With a ``checkpoint``, the architecture fields come from the checkpoint's config: a config
+    layer may repeat them but not change them.
+    """
     model_cls, config_cls = model_classes(model_name)
     layers: list[tuple[str, dict]] = []
     model_file = config_root / f"{model_name.lower()}.yaml"
@@ -76,11 +143,25 @@ def resolve_config(
     fixed = sorted(set(model_values) & set(from_domain))
     if fixed:
         raise ConfigError(f"model.{fixed[0]} comes from the domain and cannot be set")
+    if checkpoint is not None:
+        stored = read_checkpoint_config(checkpoint)
+        stored = stored.get("config", stored)
+        command_line = (overrides or {}).get("model") or {}
+        for key in model_cls.architecture_fields:
+            if key not in stored:
+                continue
+            if key in command_line and command_line[key] != stored[key]:
+                raise ConfigError(f"model.{key}={command_line[key]} conflicts with the checkpoint {checkpoint} ({key}={stored[key]})")
+            if key in from_domain and from_domain[key] != stored[key]:
+                raise ConfigError(
+                    f"the checkpoint {checkpoint} expects {key}={stored[key]}, but domain {domain.name} gives {from_domain[key]}"
+                )
+            model_values[key] = stored[key]
     model_values.update(from_domain)
     if "max_len" in {f for f in config_cls.__dataclass_fields__}:
         model_values.setdefault("max_len", train.max_len)
     model_config = build_dataclass(config_cls, model_values, "model")
-    return RunSpec(model_name.lower(), train, model_config)
+    return RunSpec(model_name.lower(), train, model_config, checkpoint=checkpoint, label=model_name.lower())
 
 
 def check_overrides(model_names: Sequence[str], overrides: dict) -> None:
@@ -99,6 +180,9 @@ def check_overrides(model_names: Sequence[str], overrides: dict) -> None:
 def train_one(spec: RunSpec, domain: Domain, run_dir: Path, accelerator=None, run_info: dict | None = None, quiet: bool = False) -> dict:
     model_cls, _ = model_classes(spec.model_name)
     model = model_cls(spec.model_config)
+    if spec.checkpoint is not None:
+        loaded = load_transferable_weights(model, spec.checkpoint)
+        run_info = {**(run_info or {}), "checkpoint": str(spec.checkpoint), "transferred_tensors": len(loaded)}
     trainer = Trainer(model, domain, spec.train, run_dir, accelerator=accelerator, run_info=run_info, quiet=quiet)
     results = trainer.fit()
     trainer.accelerator.free_memory()

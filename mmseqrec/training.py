@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -61,6 +61,9 @@ class TrainConfig:
         grad_clip: clip the gradient norm to this value; 0 disables clipping.
         num_workers: DataLoader worker processes (batches are cheap vectorised gathers; 0 is fine).
         log_every: update the progress bar's loss every this many steps.
+        validate: evaluate on valid after every epoch, stop early and restore the best epoch
+            (fine-tuning); off for pretraining, which trains all ``epochs`` and keeps the last.
+        save_every: also save the model every this many epochs (``epoch-<n>/``); 0 never.
     """
 
     epochs: int = 300
@@ -78,6 +81,8 @@ class TrainConfig:
     grad_clip: float = 0.0
     num_workers: int = 0
     log_every: int = 10
+    validate: bool = True
+    save_every: int = 0
 
 
 class _LossModule(torch.nn.Module):
@@ -163,6 +168,20 @@ def save_model_atomically(model: Recommender, target: Path) -> None:
     os.replace(staging, target)
 
 
+def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
+    """The accelerator every entry point uses.
+
+    Buffers are not broadcast by DDP at every step: the large ones (item features) never change,
+    and MISSRec broadcasts its interest tables itself once per epoch.
+    """
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        cpu=cpu,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+
+
 class Trainer:
     """Train ``model`` on ``domain`` with ``config``, writing everything into ``run_dir``."""
 
@@ -181,10 +200,7 @@ class Trainer:
         self.domain = domain
         self.config = config
         self.run_dir = Path(run_dir)
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=config.mixed_precision,
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        )
+        self.accelerator = accelerator or make_accelerator(config.mixed_precision)
         self.run_info = run_info or {}
         self.quiet = quiet
         self.logger = self._make_logger()
@@ -241,6 +257,12 @@ class Trainer:
                 epoch_start = time.time()
                 model.on_epoch_start(epoch, acc)
                 mean_loss = self._train_epoch(loss_module, optimizer, train_loader, epoch)
+                if cfg.save_every and (epoch + 1) % cfg.save_every == 0 and acc.is_main_process:
+                    save_model_atomically(model, self.run_dir / f"epoch-{epoch + 1}")
+                if not cfg.validate:
+                    history.append({"epoch": epoch, "loss": mean_loss, "seconds": time.time() - epoch_start})
+                    self.log(f"epoch {epoch:3d}  loss {mean_loss:.4f}  ({time.time() - epoch_start:.1f}s)")
+                    continue
                 valid = evaluate(model, valid_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size)
                 score = valid["metrics"][VALID_METRIC]
                 improved = score >= best_score
@@ -259,6 +281,8 @@ class Trainer:
                     break
             if best_state is not None:
                 model.load_state_dict(best_state)
+            if not cfg.validate:
+                return self._finish_pretraining(model, history, trainable, started)
         else:
             # Nothing to train (MostPop): prepare the loaders and put the buffers on the device.
             model.to(acc.device)
@@ -290,6 +314,28 @@ class Trainer:
             f"test  recall@10 {test['metrics']['recall@10']:.4f}  ndcg@10 {test['metrics']['ndcg@10']:.4f}  "
             f"recall@50 {test['metrics']['recall@50']:.4f}  ndcg@50 {test['metrics']['ndcg@50']:.4f}  (best epoch {best_epoch})"
         )
+        acc.wait_for_everyone()
+        return results
+
+    def _finish_pretraining(self, model: Recommender, history: list[dict], trainable: int, started: float) -> dict[str, Any]:
+        acc = self.accelerator
+        results = {
+            "model": type(model).__name__,
+            "domain": self.domain.name,
+            "domains": self.domain.domain_names,
+            "seed": self.config.seed,
+            "stage": self.config.stage,
+            "epochs_run": len(history),
+            "trainable_parameters": trainable,
+            "final_loss": history[-1]["loss"] if history else None,
+            "wall_clock_seconds": time.time() - started,
+            "num_processes": acc.num_processes,
+            "history": history,
+        }
+        if acc.is_main_process:
+            save_model_atomically(model, self.run_dir / "final")
+            _atomic_write_text(self.run_dir / "metrics.json", json.dumps(results, indent=2) + "\n")
+        self.log(f"pretraining done: {len(history)} epochs, final loss {results['final_loss']:.4f}; model in {self.run_dir / 'final'}")
         acc.wait_for_everyone()
         return results
 

@@ -39,7 +39,7 @@ def test_two_processes_evaluate_every_user_once(tmp_path):
     # sampler pads it with duplicates that must be dropped.
     write_tiny_domain(tmp_path / "data", n_users=83)
     code = finetune_main([
-        "--domain", "Tiny", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--quiet",
+        "--domain", "Tiny", "--model", "sasrec", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--quiet",
         "train.epochs=2", "model.hidden_size=16", "model.inner_size=16", "train.batch_size=32",
     ])
     assert code == 0

@@ -48,7 +48,10 @@ class SequenceCollator:
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = np.asarray(indices, dtype=np.int64)
-        seq, lengths = pad_histories(self.examples, rows, self.max_len)
+        # Pad only to the longest history of this batch: attention cost grows with the square
+        # of the padded length, and most histories are far shorter than max_len.
+        longest = int(min(self.max_len, self.examples.lengths()[rows].max(initial=1)))
+        seq, lengths = pad_histories(self.examples, rows, longest)
         return {
             "item_seq": torch.from_numpy(seq),
             "item_seq_len": torch.from_numpy(lengths),

@@ -35,6 +35,11 @@ class Recommender(nn.Module):
     trainable: bool = True
     #: The stage the model was last prepared for (``apply_stage``); some losses depend on it.
     stage: str = "finetune"
+    #: State-dict key prefixes that carry over from a pretrained checkpoint to another domain;
+    #: None for models that are not pretrained (everything in them is domain-specific).
+    transferable_prefixes: tuple[str, ...] | None = None
+    #: Config fields that define the architecture; a fine-tuned model takes them from its checkpoint.
+    architecture_fields: tuple[str, ...] = ()
 
     @staticmethod
     def domain_config(domain) -> dict:

@@ -45,7 +45,7 @@ Corrections to the released code (each on by default; spec ``missrec.md`` sectio
   negatives that are the same item as the positive are removed rather than counted.
 """
 
-import math
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -59,6 +59,10 @@ from mmseqrec.interest import discover_interests, num_interests, unique_interest
 from mmseqrec.models.base import Recommender, check_stage, gather_last
 
 MODES = ("transductive", "inductive")
+
+# nn.Transformer's encoder converts padded batches to nested tensors in eval mode and warns
+# that the API is a prototype on every call; the conversion is correct, the warning is noise.
+warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors is in prototype stage")
 
 
 @dataclass
@@ -131,6 +135,14 @@ class MISSRecConfig:
 
 
 class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["sequential-recommendation", "multimodal", "missrec"]):
+    # Adapters, fusion, input norm, positions and the transformer transfer; IDs and interests
+    # belong to the domain.
+    transferable_prefixes = ("transformer.", "position_embedding.", "input_norm.", "text_adapter.", "image_adapter.", "fusion_alpha")
+    architecture_fields = (
+        "text_dim", "image_dim", "modalities", "max_len", "hidden_size", "num_heads", "inner_size",
+        "num_encoder_layers", "num_decoder_layers", "layer_norm_eps", "fusion",
+    )
+
     def __init__(self, config: MISSRecConfig):
         super().__init__()
         if config.num_items < 1:
@@ -227,7 +239,7 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
             expected = cfg.text_dim if slot == "text" else cfg.image_dim
             if feature.dim != expected:
                 raise ValueError(f"feature '{name}' of {domain.name} is {feature.dim}-d, the model expects {expected}")
-            getattr(self, f"{slot}_features").copy_(torch.as_tensor(np.asarray(feature.values)))
+            getattr(self, f"{slot}_features").copy_(torch.tensor(np.asarray(feature.values)))
             getattr(self, f"{slot}_present").copy_(torch.as_tensor(feature.present))
         aug = domain.features.get(cfg.text_aug_feature)
         if aug is not None and self.use_text and aug.dim == cfg.text_dim:
@@ -251,15 +263,24 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     # Item side
     # ---------------------------------------------------------------------------------------
     def _adapted(self, ids: torch.Tensor, text_override: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Adapted text and image vectors of ``ids`` (any shape), zero where the modality is missing."""
+        """Adapted text and image vectors of ``ids`` (any shape), zero where the modality is missing.
+
+        Each distinct item is adapted once and the result gathered: a batch of sequences repeats
+        items (and padding) many times, so this is several times cheaper than adapting every
+        position. Positions that use the augmented text feature are adapted separately.
+        """
+        unique, inverse = torch.unique(ids, return_inverse=True)
         text = image = None
         if self.use_text:
-            feats = self.text_features[ids]
-            if text_override is not None and self.text_aug_features.numel():
-                feats = torch.where(text_override[..., None], self.text_aug_features[ids], feats)
-            text = self.text_adapter(feats) * self.text_present[ids][..., None]
+            adapted = self.text_adapter(self.text_features[unique]) * self.text_present[unique][:, None]
+            text = adapted[inverse]
+            if text_override is not None and self.text_aug_features.numel() and bool(text_override.any()):
+                swapped = ids[text_override]
+                aug = self.text_adapter(self.text_aug_features[swapped]) * self.text_present[swapped][:, None]
+                text = text.masked_scatter(text_override[..., None], aug)
         if self.use_image:
-            image = self.image_adapter(self.image_features[ids]) * self.image_present[ids][..., None]
+            adapted = self.image_adapter(self.image_features[unique]) * self.image_present[unique][:, None]
+            image = adapted[inverse]
         return text, image
 
     def _item_vectors(self, ids: torch.Tensor):

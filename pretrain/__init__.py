@@ -1,0 +1,1 @@
+"""Pretraining entry point: ``accelerate launch pretrain/run.py [--config FILE] [key=value ...]``."""

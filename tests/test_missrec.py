@@ -1,0 +1,226 @@
+"""MISSRec: golden parameter counts, PEFT freezing, corrections of the released code, transfer."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmseqrec.data.batching import SequenceCollator
+from mmseqrec.data.loading import load_domain
+from mmseqrec.models import MISSRec, MISSRecConfig
+from mmseqrec.models.base import apply_stage
+from mmseqrec.runs import load_transferable_weights
+from tiny import write_tiny_domain
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_tiny_domain(root)
+    return load_domain("Tiny", data_dir=root)
+
+
+def small_config(domain, **kw):
+    values = dict(num_items=domain.num_items, text_dim=16, image_dim=16, hidden_size=16, num_heads=2, inner_size=16, dropout=0.1)
+    values.update(kw)
+    return MISSRecConfig(**values)
+
+
+def batch_of(domain, split="train", n=32):
+    return SequenceCollator(domain.splits[split], 50)(list(range(min(n, len(domain.splits[split])))))
+
+
+@pytest.mark.parametrize(
+    "mode,stage,expected",
+    [
+        ("inductive", "peft", 308_401),
+        ("inductive", "finetune", 1_719_513),
+        ("transductive", "peft", 308_401 + 300 * 4_386),  # Scientific: 1,624,201
+        ("transductive", "finetune", 1_719_513 + 300 * 4_386),  # 3,035,313
+    ],
+)
+def test_golden_parameter_counts(mode, stage, expected):
+    """The paper configuration reproduces the counts printed in the released logs."""
+    model = MISSRec(MISSRecConfig(num_items=4_385, mode=mode))
+    assert apply_stage(model, stage) == expected
+
+
+def test_peft_trains_only_adapters_norm_alpha_and_ids(tiny):
+    torch.manual_seed(0)
+    model = MISSRec(small_config(tiny))
+    model.attach_domain(tiny)
+    apply_stage(model, "peft")
+    model.refresh_interests()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {
+        "text_adapter.weight", "text_adapter.bias", "image_adapter.weight", "image_adapter.bias",
+        "input_norm.weight", "input_norm.bias", "fusion_alpha", "item_embedding.weight",
+    }
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = batch_of(tiny)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model.loss(batch).backward()
+        optimizer.step()
+    for name, param in model.named_parameters():
+        changed = not torch.equal(before[name], param.detach())
+        assert changed == (name in trainable), name
+
+
+def test_missing_modality_contributes_nothing(tiny):
+    """Items 1-3 have no image: changing their (absent) image row must not change anything."""
+    model = MISSRec(small_config(tiny)).eval()
+    model.attach_domain(tiny)
+    model.refresh_interests()
+    assert not model.image_present[1:4].any()
+    batch = {"item_seq": torch.tensor([[1, 2, 3, 5], [2, 6, 7, 0]]), "item_seq_len": torch.tensor([4, 3])}
+    scores = model.score_all(batch)
+    model.image_features[1:4] = 123.0  # garbage where the image is missing
+    assert torch.allclose(model.score_all(batch), scores)
+    # and missing items have no image interest id, so they never join an image cluster
+    assert (model.image_interest[1:4] == 0).all()
+    assert (model.text_interest[1:] > 0).all()
+
+
+def test_fused_score_uses_present_modality_only(tiny):
+    model = MISSRec(small_config(tiny, mode="inductive")).eval()
+    model.attach_domain(tiny)
+    with torch.no_grad():
+        model.fusion_alpha.fill_(0.7)
+    seq = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
+    fused = model._fused_scores(seq, torch.tensor([1, 10]))
+    text = torch.nn.functional.normalize(model.text_adapter(model.text_features[[1, 10]]), dim=-1)
+    image = torch.nn.functional.normalize(model.image_adapter(model.image_features[[1, 10]]), dim=-1)
+    cos_t, cos_v = seq @ text.T, seq @ image.T
+    assert torch.allclose(fused[:, 0], cos_t[:, 0], atol=1e-6)  # item 1: no image -> text only
+    w = torch.softmax(0.7 * torch.stack([cos_t[:, 1], cos_v[:, 1]], -1), -1)
+    assert torch.allclose(fused[:, 1], w[:, 0] * cos_t[:, 1] + w[:, 1] * cos_v[:, 1], atol=1e-6)
+
+
+def test_augmentation_drops_sampled_items_and_keeps_order(tiny):
+    model = MISSRec(small_config(tiny, item_drop_ratio=0.5))
+    model.attach_domain(tiny)
+    seq = torch.tensor([[5, 6, 7, 8, 9, 10, 0, 0]] * 200)
+    lengths = torch.tensor([6] * 200)
+    aug, aug_len, override = model.augment(seq, lengths, torch.Generator().manual_seed(0))
+    assert not override.any()  # no text_aug feature in this domain: always item drop
+    for row, n in zip(aug.tolist(), aug_len.tolist()):
+        kept = row[:n]
+        assert kept[0] == 5  # the first item always stays
+        assert kept == sorted(kept)  # order preserved (items are increasing here)
+        assert set(kept) <= {5, 6, 7, 8, 9, 10} and all(v == 0 for v in row[n:])
+    dropped = 6 - aug_len.float().mean().item()
+    assert 2.0 < dropped < 3.0  # 5 droppable items x 0.5
+
+
+def test_regulariser_is_a_masked_mean_independent_of_batch_size():
+    memory = torch.randn(1, 5, 8)
+    pad = torch.tensor([[False, False, True, True, True]])
+    one = MISSRec.interest_regulariser(memory, pad)
+    expected = memory[0, :2].mean(0).pow(2).sum() / 8
+    assert torch.allclose(one, expected)
+    assert torch.allclose(MISSRec.interest_regulariser(memory.repeat(7, 1, 1), pad.repeat(7, 1)), one)
+
+
+def test_save_load_identical_scores_and_transfer(tiny, tmp_path):
+    torch.manual_seed(0)
+    model = MISSRec(small_config(tiny))
+    model.attach_domain(tiny)
+    apply_stage(model, "finetune")
+    model.refresh_interests()
+    model.eval()
+    batch = batch_of(tiny, "test")
+    model.save_pretrained(tmp_path / "m")
+    loaded = MISSRec.from_pretrained(str(tmp_path / "m"))
+    loaded.attach_domain(tiny)
+    loaded.eval()
+    assert torch.equal(loaded.score_all(batch), model.score_all(batch))
+
+    # transfer into a model for another domain size: transformer/adapters copied, IDs fresh
+    target = MISSRec(small_config(tiny, num_items=tiny.num_items))
+    loaded_keys = load_transferable_weights(target, tmp_path / "m")
+    assert "item_embedding.weight" not in loaded_keys and "interest_embeddings" not in loaded_keys
+    assert torch.equal(target.transformer.encoder.layers[0].linear1.weight, model.transformer.encoder.layers[0].linear1.weight)
+    assert not torch.equal(target.item_embedding.weight, model.item_embedding.weight)
+
+
+@pytest.mark.slow
+def test_two_process_pretraining_step_keeps_replicas_identical(tmp_path):
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("the accelerate command is not installed")
+    write_tiny_domain(tmp_path / "data", name="TinyA", seed=1)
+    write_tiny_domain(tmp_path / "data", name="TinyB", seed=2, n_items=30)
+    script = Path(__file__).parent / "ddp_pretrain_step.py"
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", "29611", str(script), str(tmp_path / "data"), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    a = torch.load(tmp_path / "params-0.pt")
+    b = torch.load(tmp_path / "params-1.pt")
+    assert a.keys() == b.keys()
+    for key in a:  # parameters and the broadcast interest tables alike
+        assert torch.equal(a[key], b[key]), key
+    assert int(a["interest_count"]) > 0
+    saved = MISSRec.from_pretrained(str(tmp_path / "run" / "final")).state_dict()
+    assert torch.equal(saved["text_adapter.weight"], a["text_adapter.weight"])
+
+
+def test_pretrain_then_peft_finetune_end_to_end(tmp_path, capsys):
+    """pretrain/run.py on a two-domain mixture, then `finetune --checkpoint` with PEFT."""
+    import json
+
+    import yaml
+
+    from finetune.cli import main as finetune_main
+    from pretrain.run import main as pretrain_main
+
+    write_tiny_domain(tmp_path / "data", name="TinyA", seed=1)
+    write_tiny_domain(tmp_path / "data", name="TinyB", seed=2, n_items=30)
+    write_tiny_domain(tmp_path / "data", name="TinyT", seed=3, n_items=25)
+    config = {
+        "name": "tiny",
+        "data": {"domains": ["TinyA", "TinyB"], "data_dir": str(tmp_path / "data")},
+        "model": {"name": "missrec", "mode": "inductive", "hidden_size": 16, "num_heads": 2, "inner_size": 16, "interest_ratio": 0.1},
+        "train": {"epochs": 2, "batch_size": 32, "save_every": 1},
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    assert pretrain_main(["--config", str(tmp_path / "tiny.yaml"), "--output", str(tmp_path / "pt"), "--quiet"]) == 0
+    assert (tmp_path / "pt" / "epoch-1" / "model.safetensors").exists()
+    assert (tmp_path / "pt" / "final" / "model.safetensors").exists()
+
+    code = finetune_main([
+        "--domain", "TinyT", "--data-dir", str(tmp_path / "data"), "--checkpoint", str(tmp_path / "pt" / "final"),
+        "--output", str(tmp_path / "ft"), "--quiet", "train.epochs=2", "model.interest_ratio=0.5",
+    ])
+    assert code == 0
+    results = json.loads((tmp_path / "ft" / "results.json").read_text())
+    run = results["runs"]["missrec (pretrained, peft)"][0]
+    # adapters (2 x (16*16+16)) + input norm (2*16) + alpha (1) + IDs (16 * 26)
+    assert run["trainable_parameters"] == 2 * (16 * 16 + 16) + 32 + 1 + 16 * 26
+    assert "trainable parameters (peft)" in capsys.readouterr().out
+
+    # an architecture override that contradicts the checkpoint is refused
+    code = finetune_main([
+        "--domain", "TinyT", "--data-dir", str(tmp_path / "data"), "--checkpoint", str(tmp_path / "pt" / "final"),
+        "--output", str(tmp_path / "ft2"), "--quiet", "model.hidden_size=32",
+    ])
+    assert code == 2 and "conflicts with the checkpoint" in capsys.readouterr().err
+
+
+def test_finetune_without_a_pretrained_model_says_how_to_make_one(tmp_path, capsys, monkeypatch):
+    from finetune.cli import main as finetune_main
+
+    write_tiny_domain(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here
+    code = finetune_main(["--domain", "Tiny", "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "accelerate launch pretrain/run.py" in err and "--from-scratch" in err
