@@ -16,7 +16,7 @@ delta is exact: when a denser token is among a token's (exact) k neighbours the 
 there; only "local peaks" (no denser neighbour) need a search over the denser tokens. That
 search goes through the tokens in decreasing density, block by block, with an exact flat index
 of the blocks already passed, so its memory is O(N) and its cost O(peaks x N x D). Above
-``approximate_above`` tokens the k-NN search uses an IVF index (faster, approximate); below it
+``approximate_above`` tokens the k-NN search uses an HNSW graph (faster, approximate); below it
 everything is exact and equals the brute-force definition (tested).
 
 ``kmeans`` -- faiss k-means (Lloyd iterations; empty clusters are re-seeded by splitting large
@@ -55,28 +55,34 @@ def _as_float32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def knn_search(x: np.ndarray, k: int, approximate: bool, seed: int = 0, nprobe: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Squared L2 distances and indices of the k nearest tokens of every token (self included)."""
+def knn_search(x: np.ndarray, k: int, approximate: bool, seed: int = 0, ef_search: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Squared L2 distances and indices of the k nearest tokens of every token (self included).
+
+    The approximate path is a faiss HNSW graph (M = 16, efConstruction = 40, efSearch =
+    ``ef_search``): on 2 CPU cores it builds and searches 200k 300-d tokens in about a minute,
+    where an IVF index of the same recall scanned several times longer. The distances of the
+    neighbours it returns are exact; only a true neighbour can be missed.
+    """
     n, dim = x.shape
     if approximate:
-        nlist = int(max(16, min(4 * math.sqrt(n), n // 39)))
-        quantizer = faiss.IndexFlatL2(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_L2)
-        rng = np.random.default_rng(seed)
-        sample = x[rng.choice(n, size=min(n, nlist * 39), replace=False)]
-        index.cp.seed = seed
-        index.train(sample)
+        index = faiss.IndexHNSWFlat(dim, 16)
+        index.hnsw.efConstruction = 40
         index.add(x)
-        index.nprobe = nprobe
+        index.hnsw.efSearch = max(ef_search, k)
     else:
         index = faiss.IndexFlatL2(dim)
         index.add(x)
     sq_dist, idx = index.search(x, k)
-    # An approximate search can miss the token itself or return -1 padding; put the token first.
     if approximate:
+        # A graph search can miss the token itself or return -1 padding: put the token first.
         missing = idx < 0
         sq_dist[missing] = np.inf
-        idx[missing] = np.arange(n)[:, None].repeat(k, 1)[missing]
+        idx[missing] = 0
+        has_self = (idx == np.arange(n)[:, None]).any(axis=1)
+        idx[~has_self, -1] = np.flatnonzero(~has_self)
+        sq_dist[~has_self, -1] = 0.0
+        order = np.argsort(sq_dist, axis=1, kind="stable")
+        sq_dist, idx = np.take_along_axis(sq_dist, order, 1), np.take_along_axis(idx, order, 1)
     return np.maximum(sq_dist, 0.0), idx
 
 
@@ -94,7 +100,7 @@ def dpc_knn(
         tokens: (N, D) float array.
         num_clusters: K, the number of centres (1..N).
         k: neighbours for the density, the token itself included (clipped to N).
-        approximate_above: use an IVF index for the k-NN search when N exceeds this.
+        approximate_above: use an HNSW graph for the k-NN search when N exceeds this.
         block_size: tokens per block in the exact search for local peaks.
     """
     x = _as_float32(tokens)
@@ -189,10 +195,14 @@ def _assign(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 
 def _means(x: np.ndarray, labels: np.ndarray, num_clusters: int) -> np.ndarray:
+    """Per-cluster means (sorted segment sums; much faster than np.add.at)."""
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=num_clusters)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     sums = np.zeros((num_clusters, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, x)
-    counts = np.bincount(labels, minlength=num_clusters).astype(np.float64)
-    return (sums / np.maximum(counts, 1.0)[:, None]).astype(np.float32)
+    filled = counts > 0
+    sums[filled] = np.add.reduceat(x[order].astype(np.float64), starts[filled], axis=0)
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
 def kmeans(tokens: np.ndarray, num_clusters: int, iterations: int = 20, seed: int = 0, restarts: int = 1) -> Clustering:

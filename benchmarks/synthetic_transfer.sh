@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Pretrain MISSRec on the synthetic sources, then compare on synthetic targets: MISSRec
+# (pretrained, PEFT), MISSRec (scratch), SASRec, MostPop, several seeds.
+# Usage: benchmarks/synthetic_transfer.sh OUT_DIR TARGETS SEEDS PRETRAIN_EPOCHS
+#   e.g. benchmarks/synthetic_transfer.sh runs/transfer syn-Scientific,syn-Office 3 10
+set -euo pipefail
+out=${1:?output folder}; targets=${2:-syn-Scientific,syn-Pantry,syn-Instruments,syn-Arts,syn-Office}
+seeds=${3:-3}; epochs=${4:-10}
+PYTHON=${PYTHON:-python3}
+$PYTHON pretrain/run.py --quiet --output "$out/pretrain" train.epochs="$epochs"
+$PYTHON -m finetune.cli --domain "$targets" --checkpoint "$out/pretrain/final" \
+  --model missrec,missrec@scratch,sasrec,mostpop --seeds "$seeds" --output "$out/finetune" --quiet \
+  train.epochs=30 train.patience=10 > "$out/finetune.log" 2>&1
+tail -n 12 "$out/finetune.log"
