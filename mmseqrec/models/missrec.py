@@ -56,7 +56,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from mmseqrec.interest import discover_interests, num_interests, unique_interests
-from mmseqrec.models.base import Recommender, check_stage, gather_last
+from mmseqrec.models.base import Recommender, check_stage, gather_last, init_bert_style
 
 MODES = ("transductive", "inductive")
 
@@ -176,7 +176,7 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         self.item_embedding = nn.Embedding(config.num_items + 1, width, padding_idx=0) if config.mode == "transductive" else None
         # As in the released model: N(0, std) for positions, IDs and the transformer's Linear
         # layers (its packed attention in-projections keep nn.Transformer's xavier init)...
-        self.apply(self._init_weights)
+        self.apply(lambda module: init_bert_style(module, config.initializer_range))
         # ...and the adapters, created afterwards, keep PyTorch's default Linear init.
         self.text_adapter = nn.Linear(config.text_dim, width) if self.use_text else None
         self.image_adapter = nn.Linear(config.image_dim, width) if self.use_image else None
@@ -196,18 +196,6 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         self.register_buffer("image_present", torch.zeros(config.num_items + 1, dtype=torch.bool), persistent=False)
         self.register_buffer("text_aug_features", torch.zeros(0, config.text_dim), persistent=False)
         self.features_attached = False
-
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(0.0, std)
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                module.weight.data[module.padding_idx].zero_()
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
-        if isinstance(module, nn.LayerNorm):
-            module.weight.data.fill_(1.0)
-            module.bias.data.zero_()
 
     # ---------------------------------------------------------------------------------------
     # Domain data
