@@ -23,5 +23,8 @@ demo: $(STAMP)
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no pretrain/run.py --quiet
 	$(BIN)/finetune --domain $(DEMO_TARGETS) --model missrec,missrec@scratch,sasrec,mostpop --quiet --output checkpoints/demo
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/interest_discovery.py
+
 clean-venv:
 	rm -rf $(VENV)

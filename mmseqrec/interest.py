@@ -236,10 +236,11 @@ def discover_interests(tokens: np.ndarray, ratio: float, algorithm: str = "dpc_k
     raise ValueError(f"unknown interest algorithm '{algorithm}'; expected one of {', '.join(ALGORITHMS)}")
 
 
-def unique_interests(ids: np.ndarray | "torch.Tensor"):
+def unique_interests(ids):
     """Per-row sorted distinct non-zero ids, left-aligned and padded with 0 (vectorised).
 
-    (B, M) -> (B, Q) with Q the largest number of distinct non-zero ids in a row (at least 1).
+    (B, M) -> (B, Q) with Q the largest number of distinct non-zero ids in a row (at least 1);
+    ``ids`` is a tensor (or array) of ids, 0 meaning none.
     """
     import torch
 
