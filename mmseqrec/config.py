@@ -115,6 +115,3 @@ def build_dataclass(cls: type, values: Mapping[str, Any], where: str, base: Any 
         current[key] = _coerce(value, hints[key], f"{where}.{key}")
     return cls(**current)
 
-
-def to_dict(obj: Any) -> Any:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj

@@ -15,8 +15,7 @@ needed is (batch x block) and not (batch x catalogue) for very large catalogues.
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -143,16 +142,3 @@ def bucket_breakdown(
         entry["share"] = float(selected.mean()) if len(selected) else 0.0
         out[names[b]] = entry
     return out
-
-
-def format_table(rows: Mapping[str, Mapping[str, float]], columns: Iterable[str]) -> str:
-    """A Markdown table: one row per entry of ``rows``, one column per metric."""
-    columns = list(columns)
-    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for name, values in rows.items():
-        cells = []
-        for c in columns:
-            v = values.get(c, float("nan"))
-            cells.append(v if isinstance(v, str) else ("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -83,3 +83,17 @@ def test_mostpop_counts_training_interactions_only(tiny_domain, tmp_path):
     assert torch.equal(scores[0], scores[5])  # same list for everyone
     model.save_pretrained(tmp_path / "mostpop")
     assert torch.equal(MostPop.from_pretrained(str(tmp_path / "mostpop")).score_all(batch), scores)
+
+
+def test_domain_splits_as_hugging_face_datasets(tiny_domain):
+    """The examples are exposed as a datasets.DatasetDict (zero-copy from Arrow)."""
+    import datasets
+
+    dd = tiny_domain.hf_datasets()
+    assert isinstance(dd, datasets.DatasetDict) and set(dd) == {"train", "valid", "test"}
+    for split, ds in dd.items():
+        assert ds.num_rows == len(tiny_domain.splits[split])
+        assert ds.column_names == ["user_id", "history", "target"]
+    row = dd["test"][0]
+    assert row["history"] == tiny_domain.splits["test"].history(0).tolist()
+    assert row["target"] == int(tiny_domain.splits["test"].target[0])

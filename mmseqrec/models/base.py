@@ -159,15 +159,3 @@ def causal_padding_mask(item_seq: torch.Tensor) -> torch.Tensor:
     attend = causal[None, None] & real_key
     attend[..., 0] = True
     return attend
-
-
-def bidirectional_padding_mask(item_seq: torch.Tensor) -> torch.Tensor:
-    """(B, 1, L, L) bool: every query attends to every real key (BERT4Rec-style)."""
-    real_key = (item_seq > 0)[:, None, None, :].expand(-1, 1, item_seq.shape[1], -1).clone()
-    real_key[..., 0] = True
-    return real_key
-
-
-def count_parameters(params) -> int:
-    return sum(p.numel() for _, p in params)
-
