@@ -103,7 +103,12 @@ def plan_runs(args: argparse.Namespace, domain, overrides: dict) -> dict:
             raise ValueError(f"'{entry}': {name} is not a pretrained model; only @scratch applies")
         spec = resolve_config(name, domain, args.config, layer, checkpoint=checkpoint)
         spec.train.stage = stage
-        spec.label = f"{name} ({'pretrained, ' + ('peft' if stage == 'peft' else 'full') if checkpoint else 'scratch'})" if pretrainable(name) else name
+        if not pretrainable(name):
+            spec.label = name
+        elif checkpoint is None:
+            spec.label = f"{name} (scratch)"
+        else:
+            spec.label = f"{name} (pretrained, {'peft' if stage == 'peft' else 'full'})"
         specs[entry] = spec
     return specs
 

@@ -71,10 +71,10 @@ def rank_targets(
         return block
 
     cached = scores_of(*blocks[0]) if len(blocks) == 1 else None
-    target_scores = torch.empty(targets.shape[0], device=targets.device)
     if cached is not None:
         target_scores = cached[rows, targets - 1]
     else:
+        target_scores = torch.empty(targets.shape[0], device=targets.device)
         for start, end in blocks:
             block = scores_of(start, end)
             inside = (targets >= start) & (targets < end)

@@ -158,7 +158,7 @@ def resolve_config(
                 )
             model_values[key] = stored[key]
     model_values.update(from_domain)
-    if "max_len" in {f for f in config_cls.__dataclass_fields__}:
+    if "max_len" in config_cls.__dataclass_fields__:
         model_values.setdefault("max_len", train.max_len)
     model_config = build_dataclass(config_cls, model_values, "model")
     return RunSpec(model_name.lower(), train, model_config, checkpoint=checkpoint, label=model_name.lower())

@@ -259,6 +259,7 @@ def load_mixture(
 
     item_offsets = np.cumsum([0] + [m.num_items for m in members])
     user_offsets = np.cumsum([0] + [m.num_users for m in members])
+    value_offsets = np.cumsum([0] + [m.sequence_values.size for m in members])
     splits = {}
     for split in SPLITS:
         parts = [m.splits[split] for m in members]
@@ -296,7 +297,7 @@ def load_mixture(
         item_raw_id=[r for m in members for r in m.item_raw_id],
         sequence_values=np.concatenate([m.sequence_values + item_offsets[k] for k, m in enumerate(members)]),
         sequence_offsets=np.concatenate(
-            [[0]] + [m.sequence_offsets[1:] + sum(x.sequence_values.size for x in members[:k]) for k, m in enumerate(members)]
+            [[0]] + [m.sequence_offsets[1:] + value_offsets[k] for k, m in enumerate(members)]
         ).astype(np.int64),
         item_text=[t for m in members for t in m.item_text],
     )
