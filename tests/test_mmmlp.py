@@ -97,6 +97,19 @@ def test_missing_images_are_masked_out_of_token_mixing(tiny_domain):
     assert torch.allclose(out[0, keep], poked[0, keep], atol=1e-5)
 
 
+def test_channel_mixing_on_item_slots_only_changes_no_item_slot(tiny_domain):
+    model = _model(tiny_domain).eval()
+    window = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 0, 5, 2, 6, 7], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1]])
+    real = window > 0
+    features, present = model._projected("image", window)
+    branch = model.content_branches["image"]
+    everywhere = branch(features, present)
+    item_slots_only = branch(features, present, real)
+    assert torch.allclose(everywhere[real], item_slots_only[real], atol=1e-5)
+    # an item slot without an image (item 2, item 1) is still computed: it may be the readout
+    assert not torch.allclose(item_slots_only[1, 11], branch.input_norm(features)[1, 11])
+
+
 def test_branches_are_as_deep_as_configured(tiny_domain):
     torch.manual_seed(0)
     model = _model(tiny_domain, num_layers=3, modality_layers=0)
