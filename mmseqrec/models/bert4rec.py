@@ -30,8 +30,9 @@ Deviations from RecBole's BERT4Rec (spec ``baselines-and-multimodal-cf.md``, sec
   room for [mask], dropping the oldest item even when there is room. Here a history is cut only
   when it has ``max_len`` items or more, and then by exactly what [mask] needs.
 - The "last item only" choice is made per row, not per batch, so every batch mixes both kinds.
-- Exactly max(1, round(mask_ratio x length)) tokens are masked per cloze row (as the original
-  TF code does), instead of an independent coin per position which can mask nothing.
+- Exactly max(1, round(mask_ratio x length)) tokens are masked per cloze row (as Google BERT's
+  data generator, from which the original TF code derives, does), instead of an independent
+  coin per position, which can leave a row with nothing to predict.
 - Positions count from the newest token (``positions: from_start`` restores RecBole's layout).
   With positions from the oldest token, the [mask] moves with the history length and the model
   must learn "the item just before [mask]" separately for every length. On the tiny +1-step
