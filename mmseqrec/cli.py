@@ -1,4 +1,4 @@
-"""The ``mmseqrec`` command: prepare data, inspect and validate prepared domains."""
+"""The ``mmseqrec`` command: prepare data, inspect and validate prepared domains, compare models."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from mmseqrec import compare
+from mmseqrec.config import ConfigError
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_domain
 from mmseqrec.data.sources import SOURCE_MODULES
@@ -84,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cpu", action="store_true", help="evaluate on the CPU even if a GPU is present")
     evaluate.add_argument("--out", default=None, help="write the report (metrics and evaluated rows) to this JSON file")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    compare.register(commands)
     return parser
 
 
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
