@@ -44,7 +44,7 @@ def download(
     url: str,
     dest: str | os.PathLike,
     sha256: str | None = None,
-    opener: Callable = urllib.request.urlopen,
+    opener: Callable | None = None,
     progress: bool = True,
 ) -> Path:
     """Download ``url`` to ``dest``, resuming a previous partial download.
@@ -54,7 +54,7 @@ def download(
         dest: the final path; the transfer goes to ``dest.part`` first.
         sha256: the expected hex digest, checked before the rename (a mismatch deletes the part
             file so that the next attempt starts clean).
-        opener: ``urllib.request.urlopen`` or a stand-in with the same call signature (tests).
+        opener: a stand-in for ``urllib.request.urlopen`` (tests); None uses urlopen.
         progress: show a tqdm bar.
     Raises:
         DownloadError: naming the URL and what went wrong.
@@ -68,7 +68,7 @@ def download(
         headers["Range"] = f"bytes={start}-"
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = opener(request, timeout=TIMEOUT_S)
+        response = (opener or urllib.request.urlopen)(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as err:
         if err.code == 416 and start:
             # "Range not satisfiable": complete if the server's size is what we have, else stale.

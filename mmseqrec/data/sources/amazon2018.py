@@ -258,14 +258,15 @@ def _meta_lines(path: Path, progress: bool) -> Iterator[tuple[int, str]]:
 
 def parse_meta_line(line: str, where: str) -> tuple[dict[str, Any], bool]:
     """One metadata record and whether it needed the Python-literal fallback."""
+    line = line.strip()
     try:
         record, literal = json.loads(line), False
     except json.JSONDecodeError as err:
         try:
-            record, literal = ast.literal_eval(line.strip()), True
+            record, literal = ast.literal_eval(line), True
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise DataFormatError(
-                f"{where}: neither JSON ({err.msg} at column {err.colno}) nor a Python dict literal: {line.strip()[:100]!r}"
+                f"{where}: neither JSON ({err.msg} at column {err.colno}) nor a Python dict literal: {line[:100]!r}"
             ) from err
     if not isinstance(record, dict):
         raise DataFormatError(f"{where}: expected one object per line, got {type(record).__name__}")

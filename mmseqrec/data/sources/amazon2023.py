@@ -135,7 +135,7 @@ def first_bad_json_line(path: Path) -> str | None:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = json.loads(line.strip())
                 except json.JSONDecodeError as err:
                     return f"line {number}: not valid JSON ({err.msg} at column {err.colno}): {line.strip()[:100]!r}"
                 if not isinstance(record, dict):
