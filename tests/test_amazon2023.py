@@ -62,6 +62,7 @@ def test_local_files_through_datasets(tmp_path: Path, monkeypatch: pytest.Monkey
     assert rows_of(splits["test"], 0) == [([1, 2, 3, 1], 4)]
     assert rows_of(splits["test"], 4) == [(fx.HEAVY[3:53], fx.HEAVY[53])]
     assert tables.source["type"] == "amazon2023" and set(tables.source["files"]) == {reviews.name, meta.name}
+    assert f"{meta.name}: 1 record(s) repeat a parent_asin listed before; the first record of an item wins" in tables.notes
 
 
 def test_cli_prepare_and_release_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -350,14 +350,15 @@ def import_amazon2018(
     raw = Path(raw_dir) if raw_dir is not None else DEFAULT_RAW_DIR
     ratings_path, meta_path = locate_raw_files(category, raw, download=download, progress=progress)
     rows, skipped = read_ratings_csv(ratings_path, skip_bad_lines=skip_bad_lines, progress=progress)
-    records, notes = read_metadata(meta_path, set(rows.item_ids), progress=progress)
+    records, notes = read_metadata(meta_path, set(rows.item_ids.to_pylist()), progress=progress)
     if skipped:
         notes.insert(0, f"{ratings_path.name}: {skipped} line(s) without 4 fields were skipped (--skip-bad-lines)")
     name = out_name or short or category
     tables = build_domain(
         name,
         rows,
-        records,
+        metadata_ids=list(records),
+        records_for=lambda kept: records,
         source={
             "type": "amazon2018",
             "release": RELEASE,

@@ -25,6 +25,7 @@ import gzip
 import json
 import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ CATEGORIES_2023: tuple[str, ...] = (
 )
 TEXT_FIELDS: tuple[str, ...] = ("title", "categories", "store")
 REVIEW_COLUMNS: tuple[str, ...] = ("user_id", "parent_asin", "rating", "timestamp")
+RECORD_BATCH_ROWS = 65_536
 DEFAULT_RAW_DIR = Path("data") / "raw" / "amazon2023"
 
 
@@ -256,27 +258,49 @@ def first_image(images: Any) -> str | None:
     return None
 
 
-def read_metadata(dataset, name: str, wanted: set[str], path: Path | None = None) -> tuple[dict[str, ItemRecord], list[str]]:
-    """Records of the ``wanted`` parent_asins (first record wins) and notes on what was seen."""
-    table = _table(dataset)
-    if "parent_asin" not in table.column_names:
-        raise DataFormatError(f"{name}: no 'parent_asin' column; expected the 2023 metadata fields, found {', '.join(table.column_names)}")
-    nulls = pc.is_null(table["parent_asin"])
-    if pc.any(nulls).as_py():
-        raise DataFormatError(f"{_where(name, path, int(pc.index(nulls, True).as_py()))}: field 'parent_asin' is missing or null")
-    columns = ["parent_asin"] + [c for c in (*TEXT_FIELDS, "images") if c in table.column_names]
-    keep = pc.is_in(table["parent_asin"], value_set=pa.array(sorted(wanted), type=table.schema.field("parent_asin").type))
-    rated = table.select(columns).filter(keep)
-    records: dict[str, ItemRecord] = {}
-    repeats = 0
-    for record in rated.to_pylist():
-        asin = record["parent_asin"]
-        if asin in records:
-            repeats += 1
-            continue
-        records[asin] = ItemRecord(text=item_text(record, TEXT_FIELDS), image=first_image(record.get("images")))
-    notes = [f"{name}: {repeats} repeated record(s) of rated items ignored (the first record wins)"] if repeats else []
-    return records, notes
+@dataclass
+class Metadata:
+    """A category's metadata table: which items have a record, and their records on demand.
+
+    Only the items that survive the filters are turned into Python records (in batches), so a
+    category with millions of metadata rows costs little memory.
+    """
+
+    table: pa.Table  # parent_asin plus the text and image columns, in file order
+    name: str
+    notes: list[str]
+
+    @classmethod
+    def from_dataset(cls, dataset, name: str, path: Path | None = None) -> Metadata:
+        table = _table(dataset)
+        if "parent_asin" not in table.column_names:
+            raise DataFormatError(f"{name}: no 'parent_asin' column; expected the 2023 metadata fields, found {', '.join(table.column_names)}")
+        if table.num_rows == 0:
+            raise DataFormatError(f"{name}: no metadata records")
+        nulls = pc.is_null(table["parent_asin"])
+        if pc.any(nulls).as_py():
+            raise DataFormatError(f"{_where(name, path, int(pc.index(nulls, True).as_py()))}: field 'parent_asin' is missing or null")
+        columns = ["parent_asin"] + [c for c in (*TEXT_FIELDS, "images") if c in table.column_names]
+        table = table.select(columns)
+        repeats = table.num_rows - len(pc.unique(table["parent_asin"]))
+        notes = [f"{name}: {repeats} record(s) repeat a parent_asin listed before; the first record of an item wins"] if repeats else []
+        return cls(table, name, notes)
+
+    def ids(self) -> pa.Array:
+        """Every parent_asin that has a record."""
+        return pc.unique(self.table["parent_asin"])
+
+    def records_for(self, wanted: list[str]) -> dict[str, ItemRecord]:
+        """The first record of every item in ``wanted``."""
+        keep = pc.is_in(self.table["parent_asin"], value_set=pa.array(wanted, type=self.table.schema.field("parent_asin").type))
+        records: dict[str, ItemRecord] = {}
+        for batch in self.table.filter(keep).to_batches(max_chunksize=RECORD_BATCH_ROWS):
+            for record in batch.to_pylist():
+                if record["parent_asin"] not in records:
+                    records[record["parent_asin"]] = ItemRecord(
+                        text=item_text(record, TEXT_FIELDS), image=first_image(record.get("images"))
+                    )
+        return records
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,14 +343,14 @@ def import_amazon2023(
             reviews = load_local(reviews_path, cache)
             rows = read_reviews(reviews, reviews_path.name, reviews_path)
             meta = load_local(meta_path, cache)
-            records, notes = read_metadata(meta, meta_path.name, set(rows.item_ids), meta_path)
+            metadata = Metadata.from_dataset(meta, meta_path.name, meta_path)
             source_files: dict[str, Any] = {p.name: sha256_of(p) for p in (reviews_path, meta_path)}
             where = reviews_path.name
         else:
             reviews = load_hub(category, "review", cache)
             rows = read_reviews(reviews, f"{HUB_REPO} raw_review_{category}")
             meta = load_hub(category, "meta", cache)
-            records, notes = read_metadata(meta, f"{HUB_REPO} raw_meta_{category}", set(rows.item_ids))
+            metadata = Metadata.from_dataset(meta, f"{HUB_REPO} raw_meta_{category}")
             source_files = {
                 f"raw_review_{category}": {"fingerprint": reviews._fingerprint, "rows": reviews.num_rows},
                 f"raw_meta_{category}": {"fingerprint": meta._fingerprint, "rows": meta.num_rows},
@@ -338,7 +362,8 @@ def import_amazon2023(
     return build_domain(
         out_name or default_out_name(short, category),
         rows,
-        records,
+        metadata_ids=metadata.ids(),
+        records_for=metadata.records_for,
         source={
             "type": "amazon2023",
             "release": RELEASE,
@@ -352,7 +377,7 @@ def import_amazon2023(
         k_user=k_user,
         k_item=k_item,
         max_len=max_len,
-        notes=notes,
+        notes=metadata.notes,
         where=where,
     )
 

@@ -26,7 +26,7 @@ and a mapping from item id to the metadata fields the protocol uses, then call
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,11 +108,12 @@ class RatingRows:
     """All rating rows of a raw file, in file order, with users and items as dense codes.
 
     ``user_ids[user[r]]`` is the raw user id of row r (likewise for items); codes follow the
-    order of first appearance in the file.
+    order of first appearance in the file. The distinct ids stay Arrow string arrays: a large
+    category has millions of users, and only the survivors become Python strings.
     """
 
-    user_ids: list[str]
-    item_ids: list[str]
+    user_ids: pa.Array
+    item_ids: pa.Array
     user: np.ndarray  # int64 (R,)
     item: np.ndarray  # int64 (R,)
     rating: np.ndarray  # float64 (R,)
@@ -143,12 +144,12 @@ def _numpy(column: pa.ChunkedArray | pa.Array, dtype: type) -> np.ndarray:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
-def _dense(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
+def _dense(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Codes in order of first appearance, and the distinct values."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks else pa.array([], type=pa.string())
     encoded = pc.dictionary_encode(column.cast(pa.string()))
-    return _numpy(encoded.indices, np.int64), encoded.dictionary.to_pylist()
+    return _numpy(encoded.indices, np.int64), encoded.dictionary
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,8 +225,8 @@ def apply_protocol(rows: RatingRows, has_metadata: np.ndarray, k_user: int = DEF
     users_in_order = first_row_users[np.argsort(first_index, kind="stable")]
     return ProtocolResult(
         sequences=list(sequences),
-        user_raw_id=[rows.user_ids[u] for u in users_in_order],
-        item_raw_id=[rows.item_ids[i] for i in by_appearance],
+        user_raw_id=rows.user_ids.take(pa.array(users_in_order)).to_pylist(),
+        item_raw_id=rows.item_ids.take(pa.array(by_appearance)).to_pylist(),
         steps=steps,
     )
 
@@ -242,7 +243,8 @@ def check_thresholds(k_user: int, k_item: int, max_len: int) -> None:
 def build_domain(
     name: str,
     rows: RatingRows,
-    records: Mapping[str, ItemRecord],
+    metadata_ids: pa.Array | Collection[str],
+    records_for: Callable[[list[str]], Mapping[str, ItemRecord]],
     source: dict,
     text_fields: Sequence[str],
     k_user: int = DEFAULT_K,
@@ -256,7 +258,9 @@ def build_domain(
     Args:
         name: the processed domain's name (also each item's domain tag).
         rows: the rating rows, in raw-file order.
-        records: item raw id -> its metadata (only items with a record pass the filter).
+        metadata_ids: the raw ids of every item that has a metadata record (only those pass).
+        records_for: given the raw ids of the items that survive, their metadata records (the
+            2023 importer reads them only then; with a ready dict, pass ``lambda ids: records``).
         source: the manifest's ``source`` entry (release, category, files and checksums).
         text_fields: the metadata fields the text was built from, for the manifest.
         where: how to name the input in an error message.
@@ -264,7 +268,11 @@ def build_domain(
     check_thresholds(k_user, k_item, max_len)
     if len(rows) == 0:
         raise DataFormatError(f"{where}: no rating rows")
-    has_metadata = np.fromiter((raw in records for raw in rows.item_ids), dtype=bool, count=len(rows.item_ids))
+    if not isinstance(metadata_ids, (pa.Array, pa.ChunkedArray)):
+        metadata_ids = pa.array(list(metadata_ids), type=pa.string())
+    if isinstance(metadata_ids, pa.ChunkedArray):
+        metadata_ids = metadata_ids.combine_chunks()
+    has_metadata = _numpy(pc.is_in(rows.item_ids, value_set=metadata_ids.cast(pa.string())), bool)
     result = apply_protocol(rows, has_metadata, k_user, k_item)
     steps = result.steps
     if not result.sequences:
@@ -273,6 +281,7 @@ def build_domain(
             f"removing exact duplicates, {steps['after_metadata_filter']:,} with item metadata, 0 in the "
             f"{k_user}/{k_item}-core)"
         )
+    records = records_for(result.item_raw_id)
     item_records = [records[raw] for raw in result.item_raw_id]
     n_items = len(item_records)
     without_text = sum(r.text is None for r in item_records)
