@@ -162,3 +162,4 @@ def test_failure_while_writing_leaves_nothing_behind(data_dir: Path, monkeypatch
     with pytest.raises(OSError, match="No space left"):
         prepare_mixture(["TinyA", "TinyB"], "AB", data_dir=data_dir)
     assert sorted(os.listdir(data_dir)) == before
+
