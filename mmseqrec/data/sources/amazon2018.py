@@ -179,18 +179,31 @@ def _first_bad_csv_line(path: Path, skip_bad_lines: bool) -> tuple[int, str, str
     return None
 
 
+def _bad_csv_error(path: Path, skip_bad_lines: bool, cause: str) -> DataFormatError:
+    """The error for a ratings file Arrow refused: located to its line by a plain re-read."""
+    bad = _first_bad_csv_line(path, skip_bad_lines)
+    if bad is None:
+        return DataFormatError(f"{path.name}: cannot be read as item,user,rating,timestamp CSV ({cause})")
+    number, line, problem = bad
+    hint = " (pass --skip-bad-lines to skip lines with the wrong number of fields)" if "fields" in problem else ""
+    return DataFormatError(f"{path.name} line {number}: {problem}: {line[:120]!r}{hint}")
+
+
 def read_ratings_csv(path: Path, skip_bad_lines: bool = False, progress: bool = True) -> tuple[RatingRows, int]:
     """All rows of a 2018 ratings CSV, in file order, and the number of skipped malformed lines.
 
     A line that does not split into 4 fields is an error naming the file and line, unless
     ``skip_bad_lines`` (then it is skipped and counted, as the reference code does). A
-    rating that is not a number or a timestamp that is not an integer is always an error.
+    rating that is not a number, a timestamp that is not an integer or an empty id is always an
+    error. Arrow reads the file; only when it refuses one is the file re-read line by line to
+    name the offending line (Arrow's own row numbers skip blank lines).
     """
-    skipped: list[int] = []
+    skipped = 0
 
     def on_invalid_row(row) -> str:
+        nonlocal skipped
         if skip_bad_lines:
-            skipped.append(row.number or 0)
+            skipped += 1
             return "skip"
         return "error"
 
@@ -206,22 +219,16 @@ def read_ratings_csv(path: Path, skip_bad_lines: bool = False, progress: bool = 
             for batch in reader:
                 batches.append(batch)
                 bar.update(batch.num_rows)
-        table = pa.Table.from_batches(batches, schema=reader.schema)
-        empty_ids = pc.sum(pc.equal(pc.utf8_length(table["item"]), 0)).as_py() or 0
-        empty_ids += pc.sum(pc.equal(pc.utf8_length(table["user"]), 0)).as_py() or 0
-        if empty_ids:
-            raise pa.ArrowInvalid("empty id")
     except pa.ArrowInvalid as err:
-        bad = _first_bad_csv_line(path, skip_bad_lines)
-        if bad is None:
-            raise DataFormatError(f"{path.name}: cannot be read as item,user,rating,timestamp CSV ({err})") from err
-        number, line, problem = bad
-        hint = " (pass --skip-bad-lines to skip lines with the wrong number of fields)" if "fields" in problem else ""
-        raise DataFormatError(f"{path.name} line {number}: {problem}: {line[:120]!r}{hint}") from err
+        raise _bad_csv_error(path, skip_bad_lines, str(err)) from err
+    table = pa.Table.from_batches(batches, schema=reader.schema)
     if table.num_rows == 0:
         raise DataFormatError(f"{path.name}: no rating rows")
+    for column in ("item", "user"):
+        if pc.any(pc.equal(pc.utf8_length(table[column]), 0)).as_py():
+            raise _bad_csv_error(path, skip_bad_lines, f"an empty {column} id")
     rows = RatingRows.from_arrow(table["user"], table["item"], table["rating"], table["timestamp"])
-    return rows, len(skipped)
+    return rows, skipped
 
 
 # --------------------------------------------------------------------------------------------

@@ -335,6 +335,7 @@ def import_amazon2023(
 
     short, category = resolve_category(domain)
     cache = str(cache_dir) if cache_dir is not None else None
+    bars_were_on = datasets.is_progress_bar_enabled()
     if not progress:
         datasets.disable_progress_bars()
     try:
@@ -352,12 +353,12 @@ def import_amazon2023(
             meta = load_hub(category, "meta", cache)
             metadata = Metadata.from_dataset(meta, f"{HUB_REPO} raw_meta_{category}")
             source_files = {
-                f"raw_review_{category}": {"fingerprint": reviews._fingerprint, "rows": reviews.num_rows},
-                f"raw_meta_{category}": {"fingerprint": meta._fingerprint, "rows": meta.num_rows},
+                f"raw_review_{category}": {"fingerprint": getattr(reviews, "_fingerprint", None), "rows": reviews.num_rows},
+                f"raw_meta_{category}": {"fingerprint": getattr(meta, "_fingerprint", None), "rows": meta.num_rows},
             }
             where = f"raw_review_{category}"
     finally:
-        if not progress:
+        if bars_were_on:
             datasets.enable_progress_bars()
     return build_domain(
         out_name or default_out_name(short, category),

@@ -210,7 +210,7 @@ def apply_protocol(rows: RatingRows, has_metadata: np.ndarray, k_user: int = DEF
     user, item, timestamp = rows.user[position], rows.item[position], rows.timestamp[position]
     # Users in order of their first surviving row (``position`` is ascending = file order).
     first_row_users, first_index = np.unique(user, return_index=True)
-    user_rank = np.empty(len(rows.user_ids), dtype=np.int64)
+    user_rank = np.full(len(rows.user_ids), -1, dtype=np.int64)
     user_rank[first_row_users] = np.argsort(np.argsort(first_index, kind="stable"), kind="stable")
     order = np.lexsort((position, timestamp, user_rank[user]))
     user, item = user_rank[user[order]], item[order]
