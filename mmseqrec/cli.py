@@ -1,4 +1,4 @@
-"""The ``mmseqrec`` command: prepare data, inspect and validate prepared domains, compare models."""
+"""The ``mmseqrec`` command: prepare and export data, inspect and validate prepared domains, compare models."""
 
 from __future__ import annotations
 
@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     sources = prepare.add_subparsers(dest="source", required=True)
     for module_name in SOURCE_MODULES:
         importlib.import_module(f"mmseqrec.data.sources.{module_name}").register(sources)
+
+    export = commands.add_parser("export", help="write a prepared domain in another format")
+    targets = export.add_subparsers(dest="target", required=True)
+    importlib.import_module("mmseqrec.data.sources.release").register_export(targets)
 
     info = commands.add_parser("info", help="validate a prepared domain and print its counts")
     info.add_argument("domain", help="domain name (looked up in --data-dir) or folder")
