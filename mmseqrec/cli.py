@@ -1,4 +1,5 @@
-"""The ``mmseqrec`` command: prepare data, inspect and validate prepared domains."""
+"""The ``mmseqrec`` command: prepare data, inspect and validate prepared domains, evaluate runs,
+publish models to the Hugging Face Hub, import the MISSRec authors' checkpoint."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_domain
 from mmseqrec.data.sources import SOURCE_MODULES
+from mmseqrec.hub import HubError
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -84,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cpu", action="store_true", help="evaluate on the CPU even if a GPU is present")
     evaluate.add_argument("--out", default=None, help="write the report (metrics and evaluated rows) to this JSON file")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    from mmseqrec import hub, official_missrec
+
+    hub.register(commands)
+    official_missrec.register(commands)
     return parser
 
 
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError, HubError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
