@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # overrides may come before or after options
     take_resume_option(args)
     args.command = shlex.join(["finetune", *(sys.argv[1:] if argv is None else argv)])
     try:

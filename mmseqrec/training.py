@@ -490,14 +490,14 @@ class Trainer:
         latest = checkpointing.latest_checkpoint(self.state_dir)
         rows = batch["row"].tolist()
         users = batch["user_id"].tolist()
-        shown = 10
+        shown = 64  # a whole batch of a small run; the first rows of a large one
+        more = f" ... ({len(rows) - shown} more)" if len(rows) > shown else ""
         message = (
             f"non-finite training loss or gradient at epoch {progress.epoch}, batch {progress.batches_done + 1} of "
             f"{batches_in_epoch} (global step {progress.global_step + 1}, process {acc.process_index}):\n"
             f"  loss {loss.item()}; terms: " + ", ".join(f"{k} {v.item()}" for k, v in terms.items())
             + f"; gradient norm {'n/a' if grad_norm is None else grad_norm.item()}\n"
-            f"  batch: {len(rows)} training examples, rows {rows[:shown]}{' ...' if len(rows) > shown else ''}, "
-            f"user ids {users[:shown]}{' ...' if len(users) > shown else ''}\n"
+            f"  batch: {len(rows)} training examples, rows {rows[:shown]}{more}, user ids {users[:shown]}{more}\n"
             "  The run stopped before applying this update. "
             + (
                 f"Last good checkpoint: {checkpointing.describe(latest)}; continue from it with --resume."

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
     add_resume_option(parser, "pretraining run")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=2 model.hidden_size=64")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after options
     take_resume_option(args)
     args.command = shlex.join(["accelerate", "launch", "pretrain/run.py", *(sys.argv[1:] if argv is None else argv)])
     try:
