@@ -191,13 +191,13 @@ def model_card(resolved: dict, results: dict | None, repo_id: str | None = None)
     class_name = str(model_section.pop("name", "model"))
     model_type = _model_type_from_class_name(class_name)
     train = resolved.get("train") or {}
-    stage = train.get("stage", "finetune")
+    stage = train.get("stage")  # None: saved outside a training run
     summary = resolved.get("data_summary") or {}
     domains = summary.get("domains") or []
-    domain_names = [d.get("name") for d in domains] or [results.get("domain") or "unknown"]
+    domain_names = [str(d.get("name")) for d in domains] or ([str(results["domain"])] if results.get("domain") else [])
     pretraining = stage == "pretrain"
-    what = "pretrained on " if pretraining else ("fine-tuned (parameter-efficient) on " if stage == "peft" else "trained on ")
-    title = f"{class_name} {what}{', '.join(map(str, domain_names))}"
+    what = "pretrained on" if pretraining else ("fine-tuned (parameter-efficient) on" if stage == "peft" else "trained on")
+    title = f"{class_name} {what} {', '.join(domain_names)}" if domain_names else class_name
     reference = repo_id or "<org/name or local folder>"
 
     class_tags = []
@@ -211,7 +211,7 @@ def model_card(resolved: dict, results: dict | None, repo_id: str | None = None)
         model_name=title,
         model_type=model_type,
         stage=stage,
-        training_domains=[str(n) for n in domain_names],
+        training_domains=domain_names or None,
         feature_encoders=encoders or None,
     )
     if not pretraining and results.get("test"):
@@ -230,8 +230,8 @@ def model_card(resolved: dict, results: dict | None, repo_id: str | None = None)
 
     lines = [f"# {title}", ""]
     lines += [
-        f"A `{class_name}` model of mmseqrec (`model_type: {model_type}`), "
-        f"{'pretrained' if pretraining else 'trained'} with stage `{stage}`"
+        f"A `{class_name}` model of mmseqrec (`model_type: {model_type}`)"
+        + (f", {'pretrained' if pretraining else 'trained'} with stage `{stage}`" if stage else "")
         + (f", starting from `{resolved['checkpoint']}`" if resolved.get("checkpoint") else "")
         + (f"; {results['trainable_parameters']:,} trainable parameters" if results.get("trainable_parameters") is not None else "")
         + ".",
@@ -256,7 +256,7 @@ def model_card(resolved: dict, results: dict | None, repo_id: str | None = None)
                 f"| {d.get('name')} | {source} | {_count(d.get('users'))} | {_count(d.get('items'))} | {_count(d.get('interactions'))} | {feats or '-'} |"
             )
     else:
-        lines.append("Not recorded (the run predates data summaries).")
+        lines.append("Not recorded (saved outside a training run, or by an older version).")
     lines += ["", "## Evaluation", ""]
     if pretraining:
         loss = results.get("final_loss")
@@ -296,7 +296,7 @@ def model_card(resolved: dict, results: dict | None, repo_id: str | None = None)
         "from mmseqrec.data.loading import load_domain",
         "",
         f'model = load_pretrained("{reference}")',
-        f'model.attach_domain(load_domain("{domain_names[0]}"))  # item features come from the prepared domain',
+        f'model.attach_domain(load_domain("{domain_names[0] if domain_names else "<Domain>"}"))  # item data come from the prepared domain',
         "```",
         "",
     ]
@@ -344,19 +344,10 @@ def export_model(source: str | Path, destination: Path, repo_id: str | None = No
         (destination / CARD).write_text(model_card(resolved, results, repo_id))
     elif (model_dir / CARD).is_file():
         shutil.copy2(model_dir / CARD, destination / CARD)
-    else:
-        config = json.loads((model_dir / "config.json").read_text())
-        model_type = config.pop("model_type", "unknown")
-        resolved = {"model": {"name": _class_name(model_type), **config}}
-        (destination / CARD).write_text(model_card(resolved, None, repo_id))
-    load_pretrained(destination)  # what is uploaded must load back
+    model = load_pretrained(destination)  # what is uploaded must load back
+    if not (destination / CARD).is_file():
+        (destination / CARD).write_text(str(model.generate_model_card()))
     return destination
-
-
-def _class_name(model_type: str) -> str:
-    from mmseqrec.models import MODELS
-
-    return MODELS[model_type][0].__name__ if model_type in MODELS else model_type
 
 
 def publish(

@@ -242,6 +242,7 @@ class Trainer:
         # Set while fitting: where the run is, and the best weights so far (early stopping).
         self.progress = TrainingProgress()
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.resolved: dict = {}  # the run's config.yaml, also the source of its model cards
         self._identity: dict = {}
 
     # ---------------------------------------------------------------------------------------
@@ -261,7 +262,6 @@ class Trainer:
             self.logger.info(message)
             if not self.quiet:
                 tqdm.write(message)
-
 
     # ---------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -307,14 +307,15 @@ class Trainer:
                 epoch = progress.epoch
                 mean_loss = self._train_epoch(loss_module, optimizer, scheduler, train_loader)
                 if cfg.save_every and (epoch + 1) % cfg.save_every == 0 and acc.is_main_process:
-                    save_model_atomically(model, self.run_dir / f"epoch-{epoch + 1}")
+                    snapshot = {"model": type(model).__name__, "domain": self.domain.name, "epochs_run": epoch + 1, "final_loss": mean_loss}
+                    save_model_atomically(model, self.run_dir / f"epoch-{epoch + 1}", card=self._model_card(snapshot))
                 entry = {"epoch": epoch, "loss": mean_loss}
-                line = f"epoch {epoch:3d}  loss {mean_loss:.4f}"
+                line, marker = f"epoch {epoch:3d}  loss {mean_loss:.4f}", ""
                 if cfg.validate:
                     valid = evaluate(model, valid_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size)
                     score = valid["metrics"][VALID_METRIC]
-                    improved = score >= progress.best_score
-                    if improved:
+                    if score >= progress.best_score:  # a tie counts as an improvement
+                        marker = "  *"
                         progress.best_epoch, progress.best_score, progress.stale = epoch, score, 0
                         self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                     else:
@@ -323,7 +324,7 @@ class Trainer:
                     line += f"  valid ndcg@10 {score:.4f}  recall@10 {valid['metrics']['recall@10']:.4f}"
                 entry["seconds"] = time.time() - epoch_start
                 progress.history.append(entry)
-                self.log(line + f"  ({entry['seconds']:.1f}s)" + ("  *" if cfg.validate and improved else ""))
+                self.log(f"{line}  ({entry['seconds']:.1f}s){marker}")
                 progress.finish_epoch()
                 self._save_checkpoint()
                 if cfg.validate and progress.stale > cfg.patience:
@@ -467,14 +468,17 @@ class Trainer:
         return progress.mean_loss()
 
     def _gradient_norm(self, loss_module) -> torch.Tensor | None:
-        """Total gradient norm (after clipping's unscale); None under fp16, whose scaler skips
-        steps with infinite gradients by design."""
+        """Clip the gradients if configured; return their total norm, or None under fp16, whose
+        gradient scaler skips the steps with infinite gradients by design."""
+        acc = self.accelerator
         if self.config.grad_clip > 0:
-            return self.accelerator.clip_grad_norm_(loss_module.parameters(), self.config.grad_clip)
-        if self.accelerator.scaler is not None:
-            return None
-        grads = [p.grad for p in loss_module.parameters() if p.grad is not None]
-        return torch.nn.utils.get_total_norm(grads) if grads else None
+            norm = acc.clip_grad_norm_(loss_module.parameters(), self.config.grad_clip)
+        elif acc.scaler is None:
+            grads = [p.grad for p in loss_module.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else None
+        else:
+            norm = None
+        return None if acc.scaler is not None else norm
 
     def _stop_if_not_finite(self, loss, terms, grad_norm, batch, batches_in_epoch: int) -> None:
         """Raise ``NonFiniteLossError`` (on every process at once) if the loss or gradient is not finite."""

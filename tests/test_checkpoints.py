@@ -64,7 +64,7 @@ def _killed(args: list[str], fault: str, module: str = "finetune.cli", script: s
     """Run a CLI in a subprocess that SIGKILLs itself at ``fault`` (``<event>:<global step>``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MMSEQREC_FAULT": fault, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, script] if script else [sys.executable, "-m", module]
-    done = subprocess.run(command + args, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    done = subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT, check=False)
     assert done.returncode == -signal.SIGKILL, f"expected a SIGKILL, got {done.returncode}:\n{done.stderr[-3000:]}"
 
 

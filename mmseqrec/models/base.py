@@ -97,6 +97,15 @@ class Recommender(nn.Module):
         config = {"model_type": model_type_of(type(self)), **asdict(self.config)}
         (Path(save_directory) / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
+    def generate_model_card(self, *args, **kwargs):
+        """The card ``save_pretrained`` writes when none is there yet: this suite's format, with
+        the configuration only (a finished run writes the full card, with data and evaluation)."""
+        from huggingface_hub import ModelCard
+
+        from mmseqrec.hub import model_card
+
+        return ModelCard(model_card({"model": {"name": type(self).__name__, **asdict(self.config)}}, None))
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None, force_download=False, token=None, local_files_only=False, **kwargs):
         """Load a saved model from a folder or a Hub repository (``"org/name"``)."""
