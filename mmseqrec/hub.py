@@ -24,6 +24,7 @@ import contextlib
 import json
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -350,32 +351,26 @@ def export_model(source: str | Path, destination: Path, repo_id: str | None = No
     return destination
 
 
-def publish(
-    source: str | Path,
-    repo_id: str,
-    private: bool = False,
-    api: Any = None,
-    staging: Path | None = None,
-    commit_message: str | None = None,
-) -> str:
+def publish(source: str | Path, repo_id: str, private: bool = False, api: Any = None, commit_message: str | None = None) -> str:
     """Upload the exported model of ``source`` to the Hub repository ``repo_id``; return its URL.
 
     ``api`` is the Hub client (``huggingface_hub.HfApi()`` by default); only ``create_repo`` and
-    ``upload_folder`` are called. The export is staged in ``staging`` (default: ``<source>/hub-export``).
+    ``upload_folder`` are called. The export is staged in a temporary folder.
     """
     if not REPO_ID.match(repo_id):
         raise ValueError(f"--repo-id {repo_id!r}: expected a Hub repository id like org/name")
     source = Path(source)
-    folder = export_model(source, staging or source / "hub-export", repo_id)
-    if hub_constants.HF_HUB_OFFLINE and api is None:
-        raise HubError(f"cannot publish {repo_id}: HF_HUB_OFFLINE=1 is set. The export is ready in {folder}; unset HF_HUB_OFFLINE to upload it.")
-    api = api if api is not None else HfApi()
-    with explain_hub_errors(repo_id, action="publish"):
-        url = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id, repo_type="model", folder_path=str(folder),
-            commit_message=commit_message or f"Upload {source.name} with mmseqrec",
-        )
+    with tempfile.TemporaryDirectory(prefix="mmseqrec-publish-") as staging:
+        folder = export_model(source, Path(staging) / "export", repo_id)
+        if hub_constants.HF_HUB_OFFLINE and api is None:
+            raise HubError(f"cannot publish {repo_id}: HF_HUB_OFFLINE=1 is set. Unset it to upload (--dry-run exports without uploading).")
+        api = api if api is not None else HfApi()
+        with explain_hub_errors(repo_id, action="publish"):
+            url = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+            api.upload_folder(
+                repo_id=repo_id, repo_type="model", folder_path=str(folder),
+                commit_message=commit_message or f"Upload {source.name} with mmseqrec",
+            )
     return str(url)
 
 

@@ -19,15 +19,20 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny import write_tiny_domain
 
 from finetune.cli import main as finetune_main
 from mmseqrec import checkpointing
-from mmseqrec.checkpointing import CheckpointError, latest_checkpoint, list_checkpoints, resolve_resume_point
+from mmseqrec.checkpointing import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    resolve_resume_point,
+)
 from mmseqrec.data.loading import load_domain
 from mmseqrec.models import MODELS, SASRec, SASRecConfig
 from mmseqrec.training import NonFiniteLossError, TrainConfig, Trainer
 from pretrain.run import main as pretrain_main
-from tiny import write_tiny_domain
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "missrec-scratch-seed2020"
@@ -101,6 +106,9 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(data, unin
     progress = json.loads((latest / checkpointing.TRAINER_STATE).read_text())["progress"]
     assert (progress["epoch"], progress["batches_done"]) == (1, 7)  # mid-epoch
     assert [p.name for p in list_checkpoints(state)[0]] == ["step-00000016", "step-00000020"]  # keep_checkpoints=2
+    saved = load_file(str(latest / "model.safetensors"))
+    assert {"model.interest_embeddings", "model.text_interest", "model.image_interest"} <= set(saved)
+    assert saved["model.text_interest"].any()  # the tables of the epoch in progress
 
     # Starting over in that folder would lose the run: refused.
     assert finetune_main(args) == 2
@@ -108,6 +116,8 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(data, unin
     # A checkpoint written with another configuration is refused, naming the difference.
     assert finetune_main([*args, "train.lr=0.01", "--resume"]) == 2
     assert "train.lr is 0.001 there, 0.01 here" in capsys.readouterr().err
+    assert finetune_main([*args, "model.hidden_size=32", "--resume"]) == 2
+    assert "model.hidden_size is 16 there, 32 here" in capsys.readouterr().err
 
     assert finetune_main([*args, "--resume"]) == 0
     assert "resumed from" in (run / "train.log").read_text()

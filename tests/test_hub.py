@@ -12,6 +12,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from huggingface_hub import constants as hub_constants
+from tiny import write_tiny_domain
 
 from finetune.cli import main as finetune_main
 from mmseqrec import hub
@@ -20,7 +21,6 @@ from mmseqrec.data.batching import SequenceCollator
 from mmseqrec.data.loading import load_domain
 from mmseqrec.hub import HubError, load_pretrained
 from mmseqrec.models import MODELS, MISSRec, MISSRecConfig, SASRec, SASRecConfig
-from tiny import write_tiny_domain
 
 SMALL = {"hidden_size": 16, "inner_size": 16, "num_heads": 2}
 

@@ -15,6 +15,7 @@ import types
 
 import pytest
 import torch
+from tiny import write_tiny_domain
 from torch import nn
 
 from mmseqrec.cli import main as mmseqrec_main
@@ -23,9 +24,12 @@ from mmseqrec.data.loading import load_domain
 from mmseqrec.hub import load_pretrained
 from mmseqrec.models import MISSRec
 from mmseqrec.models.base import apply_stage
-from mmseqrec.official_missrec import OfficialCheckpointError, import_official_missrec, read_official_checkpoint
+from mmseqrec.official_missrec import (
+    OfficialCheckpointError,
+    import_official_missrec,
+    read_official_checkpoint,
+)
 from mmseqrec.runs import load_transferable_weights, resolve_config
-from tiny import write_tiny_domain
 
 GOLDEN = {"adapters, input norm, fusion": 308_401, "transformer": 1_396_112, "positions": 15_000, "total": 1_719_513}
 
