@@ -146,6 +146,8 @@ def resolve_config(
         raise ConfigError(f"model.{fixed[0]} comes from the domain and cannot be set")
     if checkpoint is not None:
         stored = read_checkpoint_config(checkpoint)
+        if stored.get("model_type", model_name.lower()) != model_name.lower():
+            raise ConfigError(f"the checkpoint {checkpoint} holds a {stored['model_type']} model, not {model_name}")
         stored = stored.get("config", stored)
         command_line = (overrides or {}).get("model") or {}
         for key in model_cls.architecture_fields:
