@@ -1,4 +1,5 @@
-"""The ``mmseqrec`` command: prepare and export data, inspect and validate prepared domains, compare models."""
+"""The ``mmseqrec`` command: prepare and export data, inspect and validate prepared domains, evaluate
+runs, compare models, publish models to the Hugging Face Hub, import the MISSRec authors' checkpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mmseqrec.config import ConfigError
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_domain
 from mmseqrec.data.sources import SOURCE_MODULES
+from mmseqrec.hub import HubError
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -92,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_cmd_evaluate)
 
     compare.register(commands)
+    from mmseqrec import hub, official_missrec
+
+    hub.register(commands)
+    official_missrec.register(commands)
     return parser
 
 
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError, HubError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
