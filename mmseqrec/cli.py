@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 from mmseqrec import compare
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command = shlex.join(["mmseqrec", *(sys.argv[1:] if argv is None else argv)])  # recorded in runs and model cards
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError, HubError) as err:

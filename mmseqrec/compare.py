@@ -71,6 +71,7 @@ def _finetune_args(args: argparse.Namespace, entries: list[str]) -> argparse.Nam
     return argparse.Namespace(
         model=",".join(entries), mode=args.mode, checkpoint=args.checkpoint, from_scratch=False, full=False,
         data_dir=args.data_dir, config=args.config, seed=args.seed, seeds=args.seeds, quiet=args.quiet,
+        resume=None, command=getattr(args, "command", None),
     )
 
 
