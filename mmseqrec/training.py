@@ -75,6 +75,11 @@ class TrainConfig:
             examples, counted over all processes); 0 keeps it constant, as the papers do.
         checkpoint_every: also write a resumable checkpoint every this many optimiser steps
             (mid-epoch included); 0 only at the end of every epoch.
+        batch_by_domain: on a mixture of domains, fill every training batch with rows of one
+            domain (shuffled within the domain; batch order shuffled across domains). In-batch
+            contrastive pretraining then draws its negatives from the same catalogue as the
+            positive, instead of mostly from other domains, which are easy to reject and teach
+            little about ranking within a domain. Off by default (the papers mix domains).
         keep_checkpoints: complete checkpoints kept in ``<run_dir>/state/`` (2: the newest can be
             lost to a crash while the one before stays); 0 writes none. A fine-tuning run deletes
             its state when it finishes (``best/`` and ``metrics.json`` are its product); a
@@ -101,6 +106,7 @@ class TrainConfig:
     warmup_steps: int = 0
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
+    batch_by_domain: bool = False
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -118,8 +124,51 @@ class _LossModule(torch.nn.Module):
         return self.model.loss_terms(batch)
 
 
-def make_loader(domain: Domain, split: str, batch_size: int, max_len: int, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
+class DomainBatchSampler:
+    """Batches of row indices, each batch from a single domain of a mixture.
+
+    Every epoch shuffles the rows of each domain, cuts them into batches (a domain's last batch
+    may be short) and shuffles the order of all batches, with a generator seeded by (seed,
+    epoch), so an epoch's batches are the same when a run is resumed.
+    """
+
+    def __init__(self, row_domain: np.ndarray, batch_size: int, seed: int):
+        self.groups = [np.flatnonzero(row_domain == d) for d in np.unique(row_domain)]
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        # accelerate's multi-process wrapper reaches set_epoch through ``.sampler``.
+        self.sampler = self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng((self.seed, self.epoch))
+        batches = []
+        for rows in self.groups:
+            rows = rows[rng.permutation(rows.size)]
+            batches += [rows[i : i + self.batch_size].tolist() for i in range(0, rows.size, self.batch_size)]
+        for k in rng.permutation(len(batches)):
+            yield batches[k]
+
+    def __len__(self) -> int:
+        return sum(-(-rows.size // self.batch_size) for rows in self.groups)
+
+
+def make_loader(
+    domain: Domain, split: str, batch_size: int, max_len: int, shuffle: bool, seed: int, num_workers: int = 0,
+    by_domain: bool = False,
+) -> DataLoader:
     examples = domain.splits[split]
+    if by_domain and shuffle and len(domain.domain_names) > 1:
+        row_domain = domain.item_domain[examples.target]
+        return DataLoader(
+            ExampleIndex(len(examples)),
+            batch_sampler=DomainBatchSampler(row_domain, batch_size, seed),
+            collate_fn=SequenceCollator(examples, max_len),
+            num_workers=num_workers,
+        )
     return DataLoader(
         ExampleIndex(len(examples)),
         batch_size=batch_size,
@@ -288,7 +337,9 @@ class Trainer:
         test_loader = make_loader(self.domain, "test", cfg.eval_batch_size, cfg.max_len, False, cfg.seed)
 
         if model.trainable:
-            train_loader = make_loader(self.domain, "train", cfg.batch_size, cfg.max_len, True, cfg.seed, cfg.num_workers)
+            train_loader = make_loader(
+                self.domain, "train", cfg.batch_size, cfg.max_len, True, cfg.seed, cfg.num_workers, by_domain=cfg.batch_by_domain
+            )
             optimizer = torch.optim.Adam(
                 [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
             )
