@@ -1,6 +1,8 @@
 """Model registry: name -> (model class, config class)."""
 
+from mmseqrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from mmseqrec.models.missrec import MISSRec, MISSRecConfig
+from mmseqrec.models.mmmlp import MMMLP, MMMLPConfig
 from mmseqrec.models.mostpop import MostPop, MostPopConfig
 from mmseqrec.models.sasrec import SASRec, SASRecConfig
 
@@ -8,6 +10,8 @@ MODELS = {
     "missrec": (MISSRec, MISSRecConfig),
     "sasrec": (SASRec, SASRecConfig),
     "mostpop": (MostPop, MostPopConfig),
+    "bert4rec": (BERT4Rec, BERT4RecConfig),
+    "mmmlp": (MMMLP, MMMLPConfig),
 }
 
 
@@ -19,4 +23,4 @@ def model_classes(name: str):
         raise ValueError(f"unknown model '{name}'; available: {', '.join(sorted(MODELS))}") from None
 
 
-__all__ = ["MODELS", "MISSRec", "MISSRecConfig", "model_classes", "MostPop", "MostPopConfig", "SASRec", "SASRecConfig"]
+__all__ = ["MMMLP", "MODELS", "BERT4Rec", "BERT4RecConfig", "MISSRec", "MISSRecConfig", "MMMLPConfig", "MostPop", "MostPopConfig", "SASRec", "SASRecConfig", "model_classes"]
