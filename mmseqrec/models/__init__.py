@@ -3,11 +3,13 @@
 from mmseqrec.models.missrec import MISSRec, MISSRecConfig
 from mmseqrec.models.mostpop import MostPop, MostPopConfig
 from mmseqrec.models.sasrec import SASRec, SASRecConfig
+from mmseqrec.models.unisrec import UniSRec, UniSRecConfig
 
 MODELS = {
     "missrec": (MISSRec, MISSRecConfig),
     "sasrec": (SASRec, SASRecConfig),
     "mostpop": (MostPop, MostPopConfig),
+    "unisrec": (UniSRec, UniSRecConfig),
 }
 
 
@@ -19,4 +21,4 @@ def model_classes(name: str):
         raise ValueError(f"unknown model '{name}'; available: {', '.join(sorted(MODELS))}") from None
 
 
-__all__ = ["MODELS", "MISSRec", "MISSRecConfig", "model_classes", "MostPop", "MostPopConfig", "SASRec", "SASRecConfig"]
+__all__ = ["MODELS", "MISSRec", "MISSRecConfig", "MostPop", "MostPopConfig", "SASRec", "SASRecConfig", "UniSRec", "UniSRecConfig", "model_classes"]
