@@ -99,11 +99,21 @@ def test_items_without_text_are_masked(tiny):
         assert scores.shape == (2, tiny.num_items)
         model.text_features[1:4] = 123.0  # garbage where the text is missing changes nothing
         assert torch.equal(model.score_all(batch), scores)
-        assert torch.equal(model.adapted_text(torch.tensor([1, 2, 3])), torch.zeros(3, 16))
+        assert torch.equal(model.adapted_text(torch.tensor([1, 2, 3]))[0], torch.zeros(3, 16))
         if mode == "inductive":  # nothing represents them: they cannot be recommended
             assert torch.isinf(scores[:, :3]).all() and torch.isfinite(scores[:, 3:]).all()
         else:  # the ID embedding does
             assert torch.isfinite(scores).all()
+
+
+def test_one_adaptor_pass_serves_several_id_tensors(tiny):
+    model = UniSRec(small_config(tiny)).eval()
+    model.attach_domain(tiny)
+    seq, candidates = torch.tensor([[3, 4, 0], [4, 9, 2]]), torch.arange(1, tiny.num_items + 1)
+    seq_text, candidate_text = model.adapted_text(seq, candidates)
+    assert seq_text.shape == (2, 3, 16) and candidate_text.shape == (tiny.num_items, 16)
+    assert torch.allclose(seq_text, model.adapted_text(seq)[0]) and torch.allclose(seq_text[1, 1], candidate_text[8])
+    assert torch.equal(seq_text[0, 2], torch.zeros(16))  # padding has no text
 
 
 def test_inductive_loss_skips_targets_without_text(tiny):
@@ -127,13 +137,13 @@ def test_training_lowers_the_loss_and_save_load_keeps_scores(tiny, tmp_path):
     batch = batch_of(tiny)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(25):
+    for _ in range(15):
         loss = model.loss(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3])
 
     model.eval()
     test = batch_of(tiny, "test")
@@ -194,8 +204,8 @@ def test_augmentation_item_drop_and_word_drop(tiny):
     # word-dropped positions read the text_aug features
     ids = torch.tensor([[5, 6]])
     model.eval()
-    plain = model.adapted_text(ids)
-    swapped = model.adapted_text(ids, torch.tensor([[False, True]]))
+    plain = model.adapted_text(ids)[0]
+    swapped = model.with_word_dropped_text(plain, ids, torch.tensor([[False, True]]))
     assert torch.equal(swapped[0, 0], plain[0, 0]) and not torch.allclose(swapped[0, 1], plain[0, 1])
     assert torch.allclose(swapped[0, 1], model.moe_adaptor(model.text_aug_features[6]))
 
@@ -257,7 +267,7 @@ def test_pretrain_then_finetune_round_trip(tmp_path, capsys):
         "name": "tiny-unisrec",
         "data": {"domains": ["TinyA", "TinyB"], "data_dir": str(data)},
         "model": {"name": "unisrec", "mode": "inductive", "hidden_size": 16, "num_heads": 2, "inner_size": 16, "num_experts": 3},
-        "train": {"epochs": 2, "batch_size": 32, "save_every": 1},
+        "train": {"epochs": 2, "batch_size": 64, "save_every": 1},
     }
     (tmp_path / "pt.yaml").write_text(yaml.safe_dump(config))
     assert pretrain_main(["--config", str(tmp_path / "pt.yaml"), "--output", str(tmp_path / "pt"), "--quiet"]) == 0
@@ -276,7 +286,7 @@ def test_pretrain_then_finetune_round_trip(tmp_path, capsys):
     for key in loaded:
         assert torch.equal(model.state_dict()[key], pretrained[key]), key
 
-    args = ["--domain", "TinyT", "--data-dir", str(data), "--checkpoint", str(checkpoint), "--quiet", "train.epochs=2"]
+    args = ["--domain", "TinyT", "--data-dir", str(data), "--checkpoint", str(checkpoint), "--quiet", "train.epochs=1"]
     assert finetune_main([*args, "--model", "unisrec@peft,unisrec@scratch", "--output", str(tmp_path / "ft")]) == 0
     results = json.loads((tmp_path / "ft" / "results.json").read_text())
     moe = 3 * (16 * 16 + 16) + 2 * 16 * 3

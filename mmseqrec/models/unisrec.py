@@ -42,8 +42,11 @@ Differences from the released code (RUCAIBox/UniSRec, spec ``unisrec-and-amazon-
 - Item drop keeps exactly the sampled items, in order (the released scatter occasionally keeps a
   dropped one), and the choice between item drop and word drop is drawn per sequence, not once
   per batch (the same expected mix, less variance between batches).
-- The adaptor runs once per distinct item of a batch and the result is gathered, so repeated
-  occurrences of an item in one batch share one dropout mask and gate-noise draw (spec 3.8).
+- The adaptor runs once per distinct item and the result is gathered (spec 3.8): per step for
+  the history items and the candidates together (fine-tuning: all items; pretraining: the
+  in-batch targets), and once more for the augmented view. Repeated occurrences of an item
+  within one pass therefore share one dropout mask and gate-noise draw; the released code draws
+  them per position.
 - Attention goes through ``scaled_dot_product_attention`` with a boolean mask rather than adding
   -10000 to the logits.
 """
@@ -262,28 +265,36 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     # ---------------------------------------------------------------------------------------
     # Item side
     # ---------------------------------------------------------------------------------------
-    def adapted_text(self, ids: torch.Tensor, word_dropped: torch.Tensor | None = None) -> torch.Tensor:
-        """v(x_i) for ``ids`` of any shape (..., D); zero where the item has no text.
+    def adapted_text(self, *id_tensors: torch.Tensor) -> list[torch.Tensor]:
+        """v(x_i) for the ids in each given tensor (any shapes): a list of (..., D) tensors,
+        zero where the item has no text.
 
-        The adaptor runs once per distinct item and the result is gathered: a batch repeats
-        items (and padding) many times. Positions flagged in ``word_dropped`` read the
-        ``text_aug`` feature instead and are adapted separately.
+        One adaptor pass serves all the tensors: it runs once per distinct item among them and
+        the result is gathered, since a batch repeats items (and padding) many times and the
+        sequence items and the candidates overlap. Repeated items therefore share one dropout
+        mask and gate-noise draw within a call.
         """
         if not self.features_attached:
             raise RuntimeError("UniSRec needs its text features: call model.attach_domain(domain) first")
-        unique, inverse = torch.unique(ids, return_inverse=True)
-        present = self.text_present[unique][:, None]
-        adapted = self.moe_adaptor(self.text_features[unique]) * present
-        out = adapted[inverse]
-        if word_dropped is not None and self.text_aug_features.numel() and bool(word_dropped.any()):
-            swapped = ids[word_dropped]
-            aug = self.moe_adaptor(self.text_aug_features[swapped]) * self.text_present[swapped][:, None]
-            out = out.masked_scatter(word_dropped[..., None], aug.to(out.dtype))
-        return out
+        flat = torch.cat([ids.reshape(-1) for ids in id_tensors])
+        unique, inverse = torch.unique(flat, return_inverse=True)
+        adapted = self.moe_adaptor(self.text_features[unique]) * self.text_present[unique][:, None]
+        parts = adapted[inverse].split([ids.numel() for ids in id_tensors])
+        return [part.view(*ids.shape, -1) for part, ids in zip(parts, id_tensors)]
 
-    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
-        """Unnormalised item representations r_i (v(x_i), plus E_i in transductive mode)."""
-        vectors = self.adapted_text(ids)
+    def with_word_dropped_text(self, text: torch.Tensor, ids: torch.Tensor, word_dropped: torch.Tensor) -> torch.Tensor:
+        """``text`` (B, L, D) with the positions flagged in ``word_dropped`` re-adapted from the
+        ``text_aug`` (word-dropped) features; unchanged when the domain has none."""
+        if not self.text_aug_features.numel() or not bool(word_dropped.any()):
+            return text
+        swapped = ids[word_dropped]
+        aug = self.moe_adaptor(self.text_aug_features[swapped]) * self.text_present[swapped][:, None]
+        return text.masked_scatter(word_dropped[..., None], aug.to(text.dtype))
+
+    def item_vectors(self, ids: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Unnormalised item representations r_i: v(x_i) (``text`` if already adapted), plus E_i
+        in transductive mode."""
+        vectors = self.adapted_text(ids)[0] if text is None else text
         if self.item_embedding is not None:
             vectors = vectors + self.item_embedding(ids)
         return vectors
@@ -297,13 +308,13 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     # ---------------------------------------------------------------------------------------
     # Sequence side
     # ---------------------------------------------------------------------------------------
-    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor, word_dropped: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, D) L2-normalised sequence vectors."""
+    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D) L2-normalised sequence vectors; ``text`` (B, L, D) is the adapted text of
+        ``item_seq`` when the caller has it already."""
         item_seq = item_seq[:, : self.config.max_len]
-        if word_dropped is not None:
-            word_dropped = word_dropped[:, : self.config.max_len]
+        text = self.adapted_text(item_seq)[0] if text is None else text[:, : self.config.max_len]
         positions = torch.arange(item_seq.shape[1], device=item_seq.device)
-        hidden = self.adapted_text(item_seq, word_dropped) + self.position_embedding(positions)[None]
+        hidden = text + self.position_embedding(positions)[None]
         if self.item_embedding is not None:
             hidden = hidden + self.item_embedding(item_seq)
         hidden = self.input_dropout(self.input_norm(hidden))
@@ -315,9 +326,9 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.encode(batch["item_seq"], batch["item_seq_len"])
 
-    def score_ids(self, seq_repr: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def score_ids(self, seq_repr: torch.Tensor, ids: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """(B, M) logits cos(s, r_i) / tau for items ``ids`` (M,); -inf for items with no representation."""
-        vectors = F.normalize(self.item_vectors(ids), dim=-1)
+        vectors = F.normalize(self.item_vectors(ids, text), dim=-1)
         logits = (seq_repr @ vectors.T) / self.config.temperature
         return logits.masked_fill(~self.representable(ids)[None, :], float("-inf"))
 
@@ -330,12 +341,14 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.stage == "pretrain":
             return self.pretrain_loss(batch)
-        targets = batch["target"]
+        item_seq, targets = batch["item_seq"], batch["target"]
+        candidates = torch.arange(1, self.config.num_items + 1, device=targets.device)
+        seq_text, candidate_text = self.adapted_text(item_seq, candidates)  # one adaptor pass per step
         usable = self.representable(targets)
-        seq = self(batch)
-        logits = self.score_items(seq[usable], 1, self.config.num_items + 1)
-        if logits.shape[0] == 0:  # no row has a target the model can represent
-            return seq.sum() * 0.0
+        seq = self.encode(item_seq[usable], batch["item_seq_len"][usable], seq_text[usable])
+        if seq.shape[0] == 0:  # no row has a target the model can represent
+            return candidate_text.sum() * 0.0
+        logits = self.score_ids(seq, candidates, candidate_text)
         return F.cross_entropy(logits.float(), targets[usable] - 1)
 
     def augment(self, item_seq: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None):
@@ -375,19 +388,20 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     def pretrain_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """l_SI + lambda * l_SS with in-batch negatives (see the module docstring)."""
         cfg = self.config
-        targets = batch["target"]
-        seq = self.encode(batch["item_seq"], batch["item_seq_len"])
+        item_seq, lengths, targets = batch["item_seq"], batch["item_seq_len"], batch["target"]
+        seq_text, target_text = self.adapted_text(item_seq, targets)
+        seq = self.encode(item_seq, lengths, seq_text)
         usable = self.representable(targets)
         if not bool(usable.any()):
             return seq.sum() * 0.0
-        eye = torch.eye(len(targets), dtype=torch.bool, device=targets.device)
-        same = (targets[:, None] == targets[None, :]) & ~eye
+        same = (targets[:, None] == targets[None, :]) & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device)
         # Targets the model cannot represent (inductive, no text) score -inf, so they are no
         # negatives, and their rows are left out.
-        seq_item = self._contrastive(self.score_ids(seq, targets), same, usable)
+        seq_item = self._contrastive(self.score_ids(seq, targets, target_text), same, usable)
 
-        aug_seq, aug_len, word_dropped = self.augment(batch["item_seq"], batch["item_seq_len"])
-        augmented = self.encode(aug_seq, aug_len, word_dropped)
-        all_rows = torch.ones_like(usable)
-        seq_seq = self._contrastive((seq @ augmented.T) / cfg.temperature, same, all_rows)
+        # The augmented view is a second forward pass with fresh dropout and gate noise.
+        aug_seq, aug_len, word_dropped = self.augment(item_seq, lengths)
+        aug_text = self.with_word_dropped_text(self.adapted_text(aug_seq)[0], aug_seq, word_dropped)
+        augmented = self.encode(aug_seq, aug_len, aug_text)
+        seq_seq = self._contrastive((seq @ augmented.T) / cfg.temperature, same, torch.ones_like(usable))
         return seq_item + cfg.seqseq_weight * seq_seq
