@@ -3,10 +3,11 @@
 Trains each model on the domain's train split, selects the epoch by valid NDCG@10, evaluates
 test with the best weights, and prints one table (mean ± sd over seeds).
 
-Pretrained models (MISSRec) start from a pretraining checkpoint and are fine-tuned
+Pretrained models (MISSRec, UniSRec) start from a pretraining checkpoint and are fine-tuned
 parameter-efficiently: ``--checkpoint PATH`` names one; without it, the default pretraining
 output is used (``checkpoints/pretrain/demo/final`` for synthetic domains, made by
-``accelerate launch pretrain/run.py``; ``checkpoints/pretrain/missrec-fhckm/final`` otherwise).
+``accelerate launch pretrain/run.py``; ``checkpoints/pretrain/missrec-fhckm/final`` otherwise;
+for UniSRec ``checkpoints/pretrain/unisrec-demo/final`` and ``.../unisrec-fhckm/final``).
 ``--from-scratch`` trains all parameters from random weights instead; ``--full`` fine-tunes all
 parameters of the pretrained model. A model name can carry the choice for itself, so one table
 can compare them: ``missrec@scratch``, ``missrec@peft``, ``missrec@full``.
@@ -37,6 +38,7 @@ from mmseqrec.config import ConfigError, parse_overrides
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_domain
 from mmseqrec.hub import HubError, resolve_model_folder
+from mmseqrec.models import model_classes
 from mmseqrec.runs import (
     check_overrides,
     default_checkpoint,
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "give one table per domain and a combined table of test NDCG@10 / Recall@10")
     parser.add_argument("--model", default="missrec", help="model name(s), comma-separated, optionally with @scratch/@peft/@full (default: missrec)")
     parser.add_argument("--mode", choices=("transductive", "inductive"), default=None,
-                        help="MISSRec: with item IDs (transductive, default) or content only (inductive)")
+                        help="MISSRec, UniSRec: with item IDs (transductive, default) or content only (inductive)")
     parser.add_argument("--checkpoint", default=None,
                         help="pretrained model to start from (pretrainable models only): a folder or a Hub repository org/name")
     parser.add_argument("--from-scratch", action="store_true", help="train pretrainable models from random weights")
@@ -99,7 +101,7 @@ def plan_runs(args: argparse.Namespace, domain, overrides: dict) -> dict:
         if variant is not None and variant not in VARIANTS:
             raise ValueError(f"unknown variant '@{variant}' in '{entry}'; expected one of {', '.join('@' + v for v in VARIANTS)}")
         layer = dict(overrides)
-        if args.mode and name == "missrec":
+        if args.mode and "mode" in model_classes(name)[1].__dataclass_fields__:
             layer = {**layer, "model": {**(layer.get("model") or {}), "mode": args.mode}}
         checkpoint, stage = None, "finetune"
         if pretrainable(name) and (variant or ("scratch" if args.from_scratch else "peft")) != "scratch":

@@ -45,10 +45,14 @@ class RunSpec:
 DEFAULT_PRETRAINING = {
     ("missrec", True): Path("checkpoints/pretrain/demo/final"),
     ("missrec", False): Path("checkpoints/pretrain/missrec-fhckm/final"),
+    ("unisrec", True): Path("checkpoints/pretrain/unisrec-demo/final"),
+    ("unisrec", False): Path("checkpoints/pretrain/unisrec-fhckm/final"),
 }
 PRETRAIN_COMMAND = {
     ("missrec", True): "accelerate launch pretrain/run.py",
     ("missrec", False): "accelerate launch pretrain/run.py --config pretrain/configs/missrec-fhckm.yaml",
+    ("unisrec", True): "accelerate launch pretrain/run.py --config pretrain/configs/unisrec-demo.yaml",
+    ("unisrec", False): "accelerate launch pretrain/run.py --config pretrain/configs/unisrec-fhckm.yaml",
 }
 
 
