@@ -1,4 +1,4 @@
-"""The ``mmseqrec`` command: prepare data, inspect and validate prepared domains."""
+"""The ``mmseqrec`` command: prepare data, extract item features, inspect and validate prepared domains."""
 
 from __future__ import annotations
 
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     sources = prepare.add_subparsers(dest="source", required=True)
     for module_name in SOURCE_MODULES:
         importlib.import_module(f"mmseqrec.data.sources.{module_name}").register(sources)
+
+    from mmseqrec.features.extract import register as register_extract
+
+    register_extract(commands)
 
     info = commands.add_parser("info", help="validate a prepared domain and print its counts")
     info.add_argument("domain", help="domain name (looked up in --data-dir) or folder")
