@@ -329,6 +329,15 @@ def test_hf_text_command_and_missrec_feature_name(tiny_bert: Path, tmp_path: Pat
     domain = load_domain(folder)
     assert not domain.features["text_tiny"].present[NO_TEXT_ITEM]
     assert "mean pooling" in domain.features["text_tiny"].encoder
+    # Batched by text length (less padding), each row is still its own item's vector.
+    from mmseqrec.features.text import HFTextEncoder
+
+    encoder = HFTextEncoder.load(str(tiny_bert), pooling="mean", device="cpu")
+    items = read_items(folder)
+    for item in (1, 5, 7):
+        np.testing.assert_allclose(domain.features["text_tiny"].values[item], encoder.encode_texts([items.text[item - 1]])[0][0], rtol=1e-4, atol=1e-5)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["features"]["text_tiny"]["extractor"]["batch_order"] == "text length"
 
     from mmseqrec.models.missrec import MISSRec, MISSRecConfig
 

@@ -92,7 +92,13 @@ def text_job(items: ItemTable, encoder, name: str, augment: WordDrop | None = No
         skipped = [(int(i), "no text") for i in ids[~present]]
         return BatchResult(values, present, skipped, truncated)
 
-    return FeatureJob(name, "text", description, encoder.dim, settings, encode)
+    order = None
+    if getattr(encoder, "pads_to_longest", False):
+        # Batch similar lengths together (less padding); ties keep item order, so it is fixed.
+        lengths = np.array([len(t) if t else 0 for t in items.text], dtype=np.int64)
+        order = np.argsort(lengths, kind="stable").astype(np.int64) + 1
+        settings["batch_order"] = "text length"
+    return FeatureJob(name, "text", description, encoder.dim, settings, encode, order)
 
 
 def image_job(items: ItemTable, encoder, source: ImageSource, name: str = "image", workers: int = 8) -> FeatureJob:

@@ -19,6 +19,7 @@ and the new checksums (written to a temporary file and renamed). The work folder
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -65,6 +66,9 @@ class FeatureJob:
         settings: everything that determines the output bytes (model, weights, pooling,
             normalisation, precision, augmentation seed...). A resumed run must have the same.
         encode: item ids (1-based int64 array) -> ``BatchResult``.
+        order: the order in which items are batched (a permutation of 1..N; default 1..N). Text
+            encoders that pad to the longest text of a batch go faster on texts sorted by length.
+            It must be a function of the items table only, so that a resumed run batches alike.
     """
 
     name: str
@@ -73,6 +77,7 @@ class FeatureJob:
     dim: int
     settings: dict
     encode: Callable[[np.ndarray], BatchResult]
+    order: np.ndarray | None = None
 
 
 class ResumeMismatchError(DataFormatError):
@@ -142,6 +147,7 @@ def run_job(
         "dim": job.dim,
         "num_items": num_items,
         "batch_size": batch_size,
+        "order_sha256": hashlib.sha256(np.ascontiguousarray(job.order, dtype="<i8").tobytes()).hexdigest() if job.order is not None else None,
         "items_sha256": items_checksum,
         "settings": job.settings,
     }
@@ -152,6 +158,9 @@ def run_job(
     state = _open_state(folder, key, num_items, job.dim)
     values, present, done, skipped, truncated, seconds = state
 
+    order = np.arange(1, num_items + 1, dtype=np.int64) if job.order is None else np.asarray(job.order, dtype=np.int64)
+    if not np.array_equal(np.sort(order), np.arange(1, num_items + 1)):
+        raise ValueError(f"the batching order of '{job.name}' must be a permutation of the item ids 1..{num_items}")
     n_batches = (num_items + batch_size - 1) // batch_size
     started = time.perf_counter()
     bar = tqdm(total=n_batches, initial=done, desc=f"extract {job.name}", unit="batch", disable=not progress)
@@ -160,8 +169,7 @@ def run_job(
         for batch in range(done, n_batches):
             if stop_after_batches is not None and ran >= stop_after_batches:
                 break
-            first = 1 + batch * batch_size
-            ids = np.arange(first, min(num_items, first + batch_size - 1) + 1, dtype=np.int64)
+            ids = order[batch * batch_size : (batch + 1) * batch_size]
             result = job.encode(ids)
             rows, mask = _check_batch(job, ids, result)
             values[ids] = rows

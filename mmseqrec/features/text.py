@@ -90,6 +90,8 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
 class HFTextEncoder:
     """A transformers encoder and tokenizer, pooled to one vector per text.
 
+    Batches are padded to their longest text, so the extractor feeds texts sorted by length.
+
     Args:
         model: a transformers model returning ``last_hidden_state``.
         tokenizer: its tokenizer.
@@ -118,6 +120,7 @@ class HFTextEncoder:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
+        self.pads_to_longest = True
         self.pooling = pooling
         self.max_length = int(max_length)
         self.precision = pick_precision(precision, self.device)
