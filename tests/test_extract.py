@@ -324,6 +324,11 @@ def test_hf_text_command_and_missrec_feature_name(tiny_bert: Path, tmp_path: Pat
     folder = make_domain(tmp_path)
     argv = ["extract", "--domain", "Tiny", "--data-dir", str(folder.parent), "--encoder", "hf-text", "--model", str(tiny_bert),
             "--pooling", "mean", "--text-name", "text_tiny", "--batch-size", "3", "--quiet"]
+    # A time limit that has already passed: nothing encoded, exit status 3, resumable state left.
+    assert main([*argv, "--time-limit", "0"]) == 3
+    assert "run the same command again to resume" in capsys.readouterr().out
+    assert "text_tiny" not in json.loads((folder / "manifest.json").read_text())["features"]
+    assert (work_folder(folder, "text_tiny") / "job.json").exists()
     assert main(argv) == 0
     assert "text_tiny: 6/7 items, 24-d, 1 skipped" in capsys.readouterr().out
     domain = load_domain(folder)

@@ -13,7 +13,8 @@ read: ``text``, ``image`` and, with ``--augment word-drop``, ``text_aug`` (``<te
 another text name). Items without text, and items whose image is missing or does not decode,
 are marked absent in the mask and listed in the manifest; they are never zero vectors passed
 off as data. An interrupted extraction resumes where it stopped when run again with the same
-settings (``--restart`` discards it).
+settings (``--restart`` discards it); ``--time-limit SECONDS`` stops one cleanly (exit status 3)
+on machines that limit how long a command may run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from mmseqrec.features.images import ImageSource, ImageUnavailable
 from mmseqrec.features.store import BatchResult, FeatureJob, check_can_write, run_job
 
 ENCODERS = ("clip", "hf-text")
+#: Exit status of ``mmseqrec extract`` when ``--time-limit`` stopped it before the end.
+UNFINISHED = 3
 DEFAULT_BATCH_SIZE = {"clip": 256, "hf-text": 64}
 
 
@@ -203,9 +206,15 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if source is not None:
         jobs.append(image_job(items, encoder, source, args.image_name, args.workers))
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE[args.encoder]
+    deadline = time.monotonic() + args.time_limit if args.time_limit is not None else None
+    finished = True
     for job in jobs:
-        summary = run_job(items.folder, job, items.num_items, batch_size, restart=args.restart, progress=not args.quiet)
+        summary = run_job(items.folder, job, items.num_items, batch_size, restart=args.restart, progress=not args.quiet, deadline=deadline)
         print(_describe(summary, items.num_items))
+        finished = finished and summary["finished"]
+    if not finished:
+        print(f"--time-limit reached after {time.perf_counter() - started:.1f} s: run the same command again to resume")
+        return UNFINISHED
     print(f"written to {items.folder / 'features'} in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -248,6 +257,10 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto", help="auto: fp16 autocast on a GPU, fp32 on the CPU")
     parser.add_argument("--overwrite", action="store_true", help="replace feature sets of the same names")
     parser.add_argument("--restart", action="store_true", help="discard an interrupted extraction instead of resuming it")
+    parser.add_argument(
+        "--time-limit", type=float, default=None,
+        help=f"seconds; start no batch after this, exit with status {UNFINISHED}, resume on the next run",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=_cmd_extract)
     return parser

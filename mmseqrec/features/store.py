@@ -118,6 +118,7 @@ def run_job(
     restart: bool = False,
     progress: bool = True,
     stop_after_batches: int | None = None,
+    deadline: float | None = None,
 ) -> dict:
     """Compute ``job`` for items 1..``num_items`` and install it into the domain.
 
@@ -130,6 +131,8 @@ def run_job(
         progress: show a tqdm bar.
         stop_after_batches: stop (without installing) after this many batches in this call;
             for tests and for splitting a long extraction over several jobs.
+        deadline: a ``time.monotonic()`` value; no new batch starts after it (the run stops
+            cleanly and resumes next time), for machines that limit how long a command runs.
 
     Returns:
         a summary: name, dim, items with the feature, skipped count, truncated count, seconds,
@@ -168,6 +171,8 @@ def run_job(
     try:
         for batch in range(done, n_batches):
             if stop_after_batches is not None and ran >= stop_after_batches:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
                 break
             ids = order[batch * batch_size : (batch + 1) * batch_size]
             result = job.encode(ids)
