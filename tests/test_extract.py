@@ -162,7 +162,7 @@ def test_skipped_images_and_texts_are_masked_and_recorded(tmp_path: Path, tiny_c
     assert not (folder / ".extract").exists()
 
 
-def test_resume_after_interruption_gives_identical_bytes(tmp_path: Path, tiny_clip) -> None:
+def test_resume_after_interruption_gives_identical_bytes(tmp_path: Path, tiny_clip, monkeypatch) -> None:
     clip_encoder = tiny_clip
     images = make_image_dir(tmp_path)
     reference = make_domain(tmp_path / "a")
@@ -192,6 +192,24 @@ def test_resume_after_interruption_gives_identical_bytes(tmp_path: Path, tiny_cl
         run_jobs(items_b, [image], batch_size=2, progress=False)
     progress = json.loads((work_folder(interrupted, "image") / "progress.json").read_text())
     assert progress["batches_done"] == 2
+
+    # A second interruption after batch 2 was encoded and its skips journalled, but before it
+    # was marked done: the resumed run must redo it without counting its skips twice.
+    from mmseqrec.features import store
+
+    real_write = store._write_json_atomic
+
+    def fail_progress_write(path, payload):
+        if path.name == "progress.json":
+            raise KeyboardInterrupt
+        real_write(path, payload)
+
+    monkeypatch.setattr(store, "_write_json_atomic", fail_progress_write)
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(items_b, jobs(items_b)[1:], batch_size=2, progress=False)
+    monkeypatch.undo()
+    journal = (work_folder(interrupted, "image") / "skips.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in journal] == ["1", "2", "2"]  # batch 2 journalled, not done
 
     # Resuming with other settings is refused rather than mixing two extractions.
     with pytest.raises(ResumeMismatchError, match="batch_size"):

@@ -8,9 +8,11 @@ fixed batches and keeps its state in a work folder inside the domain::
       job.json        the settings, the batch size and the checksum of items.parquet
       values.npy      (N+1, d) float32, memory-mapped; rows of finished batches are final
       present.npy     (N+1,) bool, memory-mapped
-      progress.json   how many batches are done and the items skipped so far
+      skips.tsv       journal of the items skipped so far (batch, item id, reason)
+      progress.json   how many batches are done
 
-After every batch the arrays are flushed and only then ``progress.json`` is replaced, so an
+After every batch the arrays and the journal are flushed and only then ``progress.json`` is
+replaced (journal lines of a batch not marked done are dropped on resume), so an
 interrupted run (Ctrl-C, a killed job, a full disk) resumes at the first unfinished batch and
 produces the same bytes as an uninterrupted run. At the end the two arrays are renamed into
 ``features/<name>.npy`` and ``features/<name>.mask.npy`` and the manifest gets the feature entry
@@ -181,15 +183,14 @@ def run_job(
             present[ids] = mask
             values.flush()
             present.flush()
-            skipped.extend([int(i), str(reason)] for i, reason in result.skipped)
+            batch_skips = [(int(i), " ".join(str(reason).split())) for i, reason in result.skipped]
+            _append_skips(folder, batch, batch_skips)
+            skipped.extend(batch_skips)
             truncated += int(result.truncated)
             done = batch + 1
             ran += 1
             elapsed = seconds + time.perf_counter() - started
-            _write_json_atomic(
-                folder / "progress.json",
-                {"batches_done": done, "skipped": skipped, "truncated": truncated, "seconds": round(elapsed, 3)},
-            )
+            _write_json_atomic(folder / "progress.json", {"batches_done": done, "truncated": truncated, "seconds": round(elapsed, 3)})
             bar.update(1)
     finally:
         bar.close()
@@ -229,14 +230,8 @@ def _open_state(folder: Path, key: dict, num_items: int, dim: int):
         present = np.load(folder / "present.npy", mmap_mode="r+")
         if values.shape != (num_items + 1, dim) or present.shape != (num_items + 1,):
             raise ResumeMismatchError(f"{folder}: the stored arrays do not have the expected shape; pass --restart")
-        return (
-            values,
-            present,
-            int(progress.get("batches_done", 0)),
-            list(progress.get("skipped", [])),
-            int(progress.get("truncated", 0)),
-            float(progress.get("seconds", 0.0)),
-        )
+        done = int(progress.get("batches_done", 0))
+        return values, present, done, _read_skips(folder, done), int(progress.get("truncated", 0)), float(progress.get("seconds", 0.0))
     if folder.exists():  # left over from a run that died before writing job.json
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -246,6 +241,32 @@ def _open_state(folder: Path, key: dict, num_items: int, dim: int):
     present.flush()
     _write_json_atomic(job_file, key)  # last: a work folder with job.json is a valid resume point
     return values, present, 0, [], 0, 0.0
+
+
+def _append_skips(folder: Path, batch: int, skips: list[tuple[int, str]]) -> None:
+    """Journal the skipped items of a batch (before the batch is marked done in progress.json)."""
+    if not skips:
+        return
+    with open(folder / "skips.tsv", "a", encoding="utf-8") as handle:
+        handle.writelines(f"{batch}\t{item}\t{reason}\n" for item, reason in skips)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_skips(folder: Path, batches_done: int) -> list[tuple[int, str]]:
+    """The journalled skips of finished batches (a batch that was not marked done is redone)."""
+    path = folder / "skips.tsv"
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if int(line.split("\t", 1)[0]) < batches_done]
+    tmp = path.with_name(path.name + ".tmp")  # drop the lines of a batch that was not finished
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
+    kept = []
+    for line in lines:
+        _, item, reason = line.split("\t", 2)
+        kept.append((int(item), reason))
+    return kept
 
 
 def _check_batch(job: FeatureJob, ids: np.ndarray, result: BatchResult) -> tuple[np.ndarray, np.ndarray]:
