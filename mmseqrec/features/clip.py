@@ -146,13 +146,20 @@ class ClipEncoder:
             vectors = self.model.encode_text(tokens.to(self.device))
         return self._finish(vectors), truncated
 
+    def prepare_image(self, image) -> torch.Tensor:
+        """The model's input for one RGB PIL image (resize, crop, normalise); thread-safe."""
+        return self.preprocess(image)
+
     @torch.no_grad()
+    def encode_prepared(self, pixels: Sequence[torch.Tensor]) -> np.ndarray:
+        """(B, d) image vectors for tensors from ``prepare_image``."""
+        with autocast(self.device, self.precision):
+            vectors = self.model.encode_image(torch.stack(list(pixels)).to(self.device))
+        return self._finish(vectors)
+
     def encode_images(self, images: Sequence) -> np.ndarray:
         """(B, d) image vectors for RGB PIL images."""
-        pixels = torch.stack([self.preprocess(image) for image in images]).to(self.device)
-        with autocast(self.device, self.precision):
-            vectors = self.model.encode_image(pixels)
-        return self._finish(vectors)
+        return self.encode_prepared([self.prepare_image(image) for image in images])
 
 
 def _output_dim(model: torch.nn.Module, tokenizer, device: torch.device) -> int:

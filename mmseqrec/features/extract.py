@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,26 +105,38 @@ def text_job(items: ItemTable, encoder, name: str, augment: WordDrop | None = No
 
 
 def image_job(items: ItemTable, encoder, source: ImageSource, name: str = "image", workers: int = 8) -> FeatureJob:
-    """An image feature set from an encoder with ``encode_images``; failures become absent rows."""
+    """An image feature set from an encoder with ``prepare_image`` / ``encode_prepared``.
+
+    Images are read, decoded and preprocessed by a thread pool, one batch ahead of the encoder
+    (the store calls ``prefetch`` with the next batch), so downloads and decoding overlap with
+    the model. Failures become absent rows with their reason.
+    """
     settings = dict(encoder.settings)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=f"load-{name}")
+    pending: dict[int, Future] = {}
 
     def load(index: int):
         try:
-            return source.load(items.raw_id[index - 1], items.image[index - 1])
+            return encoder.prepare_image(source.load(items.raw_id[index - 1], items.image[index - 1]))
         except ImageUnavailable as err:
             return err
 
+    def prefetch(ids: np.ndarray) -> None:
+        for index in ids.tolist():
+            if index not in pending:
+                pending[index] = pool.submit(load, index)
+
     def encode(ids: np.ndarray) -> BatchResult:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            loaded = list(pool.map(load, ids.tolist()))
+        prefetch(ids)
+        loaded = [pending.pop(index).result() for index in ids.tolist()]
         present = np.array([not isinstance(x, ImageUnavailable) for x in loaded], dtype=bool)
         values = np.zeros((len(ids), encoder.dim), dtype=np.float32)
         if present.any():
-            values[present] = encoder.encode_images([x for x in loaded if not isinstance(x, ImageUnavailable)])
+            values[present] = encoder.encode_prepared([x for x in loaded if not isinstance(x, ImageUnavailable)])
         skipped = [(int(i), str(x)) for i, x in zip(ids, loaded) if isinstance(x, ImageUnavailable)]
         return BatchResult(values, present, skipped)
 
-    return FeatureJob(name, "image", encoder.description, encoder.dim, settings, encode)
+    return FeatureJob(name, "image", encoder.description, encoder.dim, settings, encode, prefetch=prefetch)
 
 
 def aug_name_for(text_name: str) -> str:

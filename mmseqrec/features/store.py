@@ -71,6 +71,8 @@ class FeatureJob:
         order: the order in which items are batched (a permutation of 1..N; default 1..N). Text
             encoders that pad to the longest text of a batch go faster on texts sorted by length.
             It must be a function of the items table only, so that a resumed run batches alike.
+        prefetch: optional; called with the current and then the next batch's ids before
+            ``encode`` of the current one, so input loading can run ahead of the model.
     """
 
     name: str
@@ -80,6 +82,7 @@ class FeatureJob:
     settings: dict
     encode: Callable[[np.ndarray], BatchResult]
     order: np.ndarray | None = None
+    prefetch: Callable[[np.ndarray], None] | None = None
 
 
 class ResumeMismatchError(DataFormatError):
@@ -177,6 +180,9 @@ def run_job(
             if deadline is not None and time.monotonic() >= deadline:
                 break
             ids = order[batch * batch_size : (batch + 1) * batch_size]
+            if job.prefetch is not None:
+                job.prefetch(ids)
+                job.prefetch(order[(batch + 1) * batch_size : (batch + 2) * batch_size])
             result = job.encode(ids)
             rows, mask = _check_batch(job, ids, result)
             values[ids] = rows
