@@ -34,6 +34,12 @@ NO_TEXT_ITEM = 3  # item id whose text is None
 # Images: I1, I2, I4 are PNG files in the image folder, I5 is corrupt, I6 has no file (and no
 # reference), I7 comes from a file:// URL in the items table, I3 has an http URL (skipped offline).
 MISSING_IMAGE, CORRUPT_IMAGE, URL_IMAGE, OFFLINE_IMAGE = 6, 5, 7, 3
+# A small open_clip architecture for the tests that run many batches.
+TINY_CLIP_CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
 
 
 def make_domain(root: Path, name: str = "Tiny") -> Path:
@@ -82,16 +88,28 @@ def tiny_clip(tmp_path_factory):
     from mmseqrec.features.clip import ClipEncoder
 
     folder = tmp_path_factory.mktemp("tiny-clip")
-    config = {
-        "model_cfg": {
-            "embed_dim": 16,
-            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-        }
-    }
-    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG}))
     torch.manual_seed(0)
     return ClipEncoder.load(f"local-dir:{folder}", pretrained="none", device="cpu", precision="fp32")
+
+
+def test_clip_weights_from_a_local_checkpoint_file(tmp_path: Path) -> None:
+    """``--pretrained PATH`` loads the file (the offline route for real weights)."""
+    from mmseqrec.features.clip import ClipEncoder
+
+    (tmp_path / "mmseqrec-test-tiny.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+    open_clip.add_model_config(tmp_path / "mmseqrec-test-tiny.json")
+    torch.manual_seed(0)
+    source = ClipEncoder.load("mmseqrec-test-tiny", pretrained="none", device="cpu")
+    torch.save(source.model.state_dict(), tmp_path / "tiny.pt")
+    torch.manual_seed(1)
+    loaded = ClipEncoder.load("mmseqrec-test-tiny", pretrained=str(tmp_path / "tiny.pt"), device="cpu")
+    texts = ["red beaker", "blue pen"]
+    np.testing.assert_array_equal(loaded.encode_texts(texts)[0], source.encode_texts(texts)[0])
+    assert loaded.description == "open_clip mmseqrec-test-tiny (weights tiny.pt)"
+    assert loaded.settings["pretrained"] == str((tmp_path / "tiny.pt").resolve())
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
+        ClipEncoder.load("mmseqrec-test-tiny", pretrained=str(tmp_path / "missing.pt"), device="cpu")
 
 
 # --------------------------------------------------------------------------------------------
