@@ -1,5 +1,6 @@
-"""The ``mmseqrec`` command: prepare and export data, inspect and validate prepared domains, evaluate
-runs, compare models, publish models to the Hugging Face Hub, import the MISSRec authors' checkpoint."""
+"""The ``mmseqrec`` command: prepare and export data, extract item features, inspect and validate
+prepared domains, evaluate runs, compare models, publish models to the Hugging Face Hub, import the
+MISSRec authors' checkpoint."""
 
 from __future__ import annotations
 
@@ -77,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a prepared domain in another format")
     targets = export.add_subparsers(dest="target", required=True)
     importlib.import_module("mmseqrec.data.sources.release").register_export(targets)
+
+    from mmseqrec.features.extract import register as register_extract
+
+    register_extract(commands)
 
     info = commands.add_parser("info", help="validate a prepared domain and print its counts")
     info.add_argument("domain", help="domain name (looked up in --data-dir) or folder")

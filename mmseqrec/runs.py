@@ -144,7 +144,7 @@ def resolve_config(
     train = build_dataclass(TrainConfig, merged["train"], "train")
     model_values = dict(merged["model"])
     model_values.pop("name", None)
-    from_domain = model_cls.domain_config(domain)
+    from_domain = model_cls.domain_config(domain, model_values)
     fixed = sorted(set(model_values) & set(from_domain))
     if fixed:
         raise ConfigError(f"model.{fixed[0]} comes from the domain and cannot be set")

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     for domain_name in data.domains:
         resolve_domain_path(domain_name, data.data_dir)  # a clear error for a missing domain
     mixture = load_mixture(data.domains, data_dir=data.data_dir, name=name)
-    from_domain = model_cls.domain_config(mixture)
+    from_domain = model_cls.domain_config(mixture, model_section)
     model_config = build_dataclass(config_cls, {**model_section, **from_domain}, "model")
     set_seed(train.seed)  # the seed fixes the initial weights too (torch seeds itself randomly)
     model = model_cls(model_config)

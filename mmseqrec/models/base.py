@@ -52,8 +52,12 @@ class Recommender(nn.Module):
     architecture_fields: tuple[str, ...] = ()
 
     @staticmethod
-    def domain_config(domain) -> dict:
-        """Config values that come from the domain (the item count, feature dimensions)."""
+    def domain_config(domain, config: dict | None = None) -> dict:
+        """Config values that come from the domain (the item count, feature dimensions).
+
+        ``config`` holds the model config values set so far (from files and the command line),
+        so a model can read which feature sets it was told to use.
+        """
         return {"num_items": domain.num_items}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -201,10 +201,13 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     # Domain data
     # ---------------------------------------------------------------------------------------
     @staticmethod
-    def domain_config(domain) -> dict:
-        """Config values that come from the domain: item count and feature dimensions."""
+    def domain_config(domain, config: dict | None = None) -> dict:
+        """Config values that come from the domain: item count and the dimensions of the feature
+        sets named by ``text_feature`` / ``image_feature`` (in ``config``, else the defaults)."""
+        config = config or {}
         values = {"num_items": domain.num_items}
-        for key, name in (("text_dim", "text"), ("image_dim", "image")):
+        for key, name_field in (("text_dim", "text_feature"), ("image_dim", "image_feature")):
+            name = config.get(name_field, MISSRecConfig.__dataclass_fields__[name_field].default)
             if name in domain.features:
                 values[key] = domain.features[name].dim
         return values
