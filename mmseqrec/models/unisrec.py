@@ -220,11 +220,13 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     # Domain data
     # ---------------------------------------------------------------------------------------
     @staticmethod
-    def domain_config(domain) -> dict:
-        """Config values that come from the domain: the item count and the text dimension."""
+    def domain_config(domain, config: dict | None = None) -> dict:
+        """Config values that come from the domain: the item count and the dimension of the text
+        feature set named by ``text_feature`` (in ``config``, else ``text``)."""
         values = {"num_items": domain.num_items}
-        if "text" in domain.features:
-            values["text_dim"] = domain.features["text"].dim
+        name = (config or {}).get("text_feature", UniSRecConfig.__dataclass_fields__["text_feature"].default)
+        if name in domain.features:
+            values["text_dim"] = domain.features[name].dim
         return values
 
     def attach_domain(self, domain) -> None:
