@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from mmseqrec.data.download import DownloadError, download_first
 from mmseqrec.data.format import DataFormatError, DomainTables, sha256_of, write_domain
-from mmseqrec.data.loading import default_data_dir, load_domain
+from mmseqrec.data.loading import default_data_dir
 from mmseqrec.data.sources.amazon_protocol import (
     DEFAULT_K,
     DEFAULT_MAX_LEN,
@@ -49,6 +49,7 @@ from mmseqrec.data.sources.amazon_protocol import (
     build_domain,
     compare_with_paper,
     item_text,
+    print_prepared,
 )
 
 RELEASE = "Amazon Review Data 2018 (Ni, Li, McAuley, EMNLP 2019)"
@@ -417,11 +418,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         max_len=args.max_len,
         skip_bad_lines=args.skip_bad_lines,
     )
-    domain = load_domain(folder)
-    print(domain.describe())
-    for note in domain.manifest.get("notes", []):
-        print(f"  {note}")
-    print(f"written to {folder}")
+    print_prepared(folder)
     return 0
 
 

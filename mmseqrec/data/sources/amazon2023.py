@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmseqrec.data.format import DataFormatError, DomainTables, sha256_of, write_domain
-from mmseqrec.data.loading import default_data_dir, load_domain
+from mmseqrec.data.loading import default_data_dir
 from mmseqrec.data.sources.amazon2018 import add_protocol_arguments
 from mmseqrec.data.sources.amazon_protocol import (
     DEFAULT_K,
@@ -42,6 +42,7 @@ from mmseqrec.data.sources.amazon_protocol import (
     RatingRows,
     build_domain,
     item_text,
+    print_prepared,
 )
 
 RELEASE = "Amazon Reviews 2023 (Hou et al., 2024)"
@@ -413,11 +414,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         k_item=args.item_k,
         max_len=args.max_len,
     )
-    domain = load_domain(folder)
-    print(domain.describe())
-    for note in domain.manifest.get("notes", []):
-        print(f"  {note}")
-    print(f"written to {folder}")
+    print_prepared(folder)
     return 0
 
 

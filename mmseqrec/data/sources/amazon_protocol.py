@@ -344,3 +344,14 @@ def compare_with_paper(short_name: str | None, tables: DomainTables) -> str | No
         f"counts differ from UniSRec Table 1 for {short_name}: ours {ours[0]:,} users / {ours[1]:,} items / "
         f"{ours[2]:,} interactions, paper {users:,} / {items:,} / {inters:,} (different raw files?)"
     )
+
+
+def print_prepared(folder) -> None:
+    """What ``mmseqrec prepare amazon2018|amazon2023`` prints after writing a domain."""
+    from mmseqrec.data.loading import load_domain
+
+    domain = load_domain(folder)
+    print(domain.describe())
+    for note in domain.manifest.get("notes", []):
+        print(f"  {note}")
+    print(f"written to {folder}")
