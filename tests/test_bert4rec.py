@@ -47,7 +47,7 @@ def test_shapes_loss_decreases_and_roundtrip(tiny_domain, tmp_path):
     torch.manual_seed(1)
     first = model.loss(batch).item()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(30):
+    for _ in range(60):
         optimizer.zero_grad()
         model.loss(batch).backward()
         optimizer.step()
@@ -128,6 +128,19 @@ def test_mask_follows_the_last_item_and_the_score_is_read_there():
     assert torch.allclose(model.score_all(batch)[0], expected, atol=1e-6)
 
 
+def test_positions_count_back_from_the_newest_token():
+    batch = _batch([[3, 4, 5], [8], [1, 2, 3, 4, 5, 6]])
+    from_end = _model(20, max_len=6)
+    tokens, lengths = from_end.inference_tokens(batch)
+    positions = from_end.position_ids(tokens)
+    rows = torch.arange(3)
+    assert positions[rows, lengths - 1].tolist() == [5, 5, 5]  # [mask] always at max_len - 1
+    assert positions[rows, lengths - 2].tolist() == [4, 4, 4]  # the newest item just before it
+    assert positions[0, :4].tolist() == [2, 3, 4, 5]
+    from_start = _model(20, max_len=6, positions="from_start")
+    assert from_start.position_ids(tokens)[rows, lengths - 1].tolist() == [3, 1, 5]
+
+
 def test_long_histories_are_cut_from_the_oldest_side_to_fit_the_mask():
     model = _model(60, max_len=5).eval()
     mask = model.mask_token
@@ -162,3 +175,5 @@ def test_invalid_configuration_is_refused():
         BERT4Rec(BERT4RecConfig(num_items=5, mask_ratio=0.0))
     with pytest.raises(ValueError, match="max_len"):
         BERT4Rec(BERT4RecConfig(num_items=5, max_len=1))
+    with pytest.raises(ValueError, match="positions"):
+        BERT4Rec(BERT4RecConfig(num_items=5, positions="random"))

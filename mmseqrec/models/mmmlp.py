@@ -272,10 +272,11 @@ class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["s
         """
         present = getattr(self, f"{modality}_present")[ids] & (ids > 0)
         out = torch.zeros(*ids.shape, self.config.hidden_size, device=ids.device, dtype=self.item_embedding.weight.dtype)
+        # Projected even when no item is present, so that the projection is always part of the
+        # graph (DistributedDataParallel expects every parameter to get a gradient).
         unique, inverse = torch.unique(ids[present], return_inverse=True)
-        if unique.numel():
-            projected = self.projections[modality](getattr(self, f"{modality}_features")[unique])
-            out[present] = projected[inverse].to(out.dtype)
+        projected = self.projections[modality](getattr(self, f"{modality}_features")[unique])
+        out[present] = projected[inverse].to(out.dtype)
         return out, present
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
