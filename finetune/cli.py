@@ -3,29 +3,42 @@
 Trains each model on the domain's train split, selects the epoch by valid NDCG@10, evaluates
 test with the best weights, and prints one table (mean ± sd over seeds).
 
-Pretrained models (MISSRec) start from a pretraining checkpoint and are fine-tuned
+Pretrained models (MISSRec, UniSRec) start from a pretraining checkpoint and are fine-tuned
 parameter-efficiently: ``--checkpoint PATH`` names one; without it, the default pretraining
 output is used (``checkpoints/pretrain/demo/final`` for synthetic domains, made by
-``accelerate launch pretrain/run.py``; ``checkpoints/pretrain/missrec-fhckm/final`` otherwise).
+``accelerate launch pretrain/run.py``; ``checkpoints/pretrain/missrec-fhckm/final`` otherwise;
+for UniSRec ``checkpoints/pretrain/unisrec-demo/final`` and ``.../unisrec-fhckm/final``).
 ``--from-scratch`` trains all parameters from random weights instead; ``--full`` fine-tunes all
 parameters of the pretrained model. A model name can carry the choice for itself, so one table
 can compare them: ``missrec@scratch``, ``missrec@peft``, ``missrec@full``.
 
-Each run's folder (config, log, metrics.json, best weights) and the summary (``results.md``,
-``results.json``) go under ``--output`` (default ``checkpoints/finetune-<Domain>-<time>``).
-Runs on one process as is; ``accelerate launch -m finetune.cli ...`` runs it on several.
+``--checkpoint`` also takes a Hugging Face Hub repository (``org/name``), downloaded once into
+the Hugging Face cache (``mmseqrec publish`` puts models there).
+
+Each run's folder (config, log, metrics.json, best weights with a model card) and the summary
+(``results.md``, ``results.json``) go under ``--output`` (default
+``checkpoints/finetune-<Domain>-<time>``). Every run checkpoints its training state at the end
+of each epoch (and every ``train.checkpoint_every`` steps); after an interruption the same
+command with ``--resume`` skips the runs that finished and continues the interrupted one exactly
+where it was (``--resume`` alone picks the newest ``checkpoints/finetune-<Domain>-*`` folder;
+``--resume PATH`` names the output folder). Runs on one process as is;
+``accelerate launch -m finetune.cli ...`` runs it on several.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
+from mmseqrec.checkpointing import add_resume_option, take_resume_option
 from mmseqrec.config import ConfigError, parse_overrides
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_domain
+from mmseqrec.hub import HubError, resolve_model_folder
+from mmseqrec.models import model_classes
 from mmseqrec.runs import (
     check_overrides,
     default_checkpoint,
@@ -48,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "give one table per domain and a combined table of test NDCG@10 / Recall@10")
     parser.add_argument("--model", default="missrec", help="model name(s), comma-separated, optionally with @scratch/@peft/@full (default: missrec)")
     parser.add_argument("--mode", choices=("transductive", "inductive"), default=None,
-                        help="MISSRec: with item IDs (transductive, default) or content only (inductive)")
-    parser.add_argument("--checkpoint", default=None, help="pretrained model folder to start from (pretrainable models only)")
+                        help="MISSRec, UniSRec: with item IDs (transductive, default) or content only (inductive)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="pretrained model to start from (pretrainable models only): a folder or a Hub repository org/name")
     parser.add_argument("--from-scratch", action="store_true", help="train pretrainable models from random weights")
     parser.add_argument("--full", action="store_true", help="fine-tune all parameters of a pretrained model (default: parameter-efficient)")
     parser.add_argument("--data-dir", default=None, help=f"where prepared domains live (default: {default_data_dir()})")
@@ -58,15 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds to run per model (default: 1)")
     parser.add_argument("--output", default=None, help="folder for runs and the summary (default: checkpoints/finetune-<Domain>-<time>)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+    add_resume_option(parser, "fine-tuning (an output folder)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=20 model.hidden_size=64")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # overrides may come before or after options
+    take_resume_option(args)
+    args.command = shlex.join(["finetune", *(sys.argv[1:] if argv is None else argv)])
     try:
         return run(args)
-    except (ConfigError, DataFormatError, DomainNotFoundError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DataFormatError, DomainNotFoundError, FileNotFoundError, ValueError, FloatingPointError, HubError) as err:
         print(f"finetune: error: {err}", file=sys.stderr)
         return 2
 
@@ -84,12 +101,12 @@ def plan_runs(args: argparse.Namespace, domain, overrides: dict) -> dict:
         if variant is not None and variant not in VARIANTS:
             raise ValueError(f"unknown variant '@{variant}' in '{entry}'; expected one of {', '.join('@' + v for v in VARIANTS)}")
         layer = dict(overrides)
-        if args.mode and name == "missrec":
+        if args.mode and "mode" in model_classes(name)[1].__dataclass_fields__:
             layer = {**layer, "model": {**(layer.get("model") or {}), "mode": args.mode}}
         checkpoint, stage = None, "finetune"
         if pretrainable(name) and (variant or ("scratch" if args.from_scratch else "peft")) != "scratch":
             if args.checkpoint:
-                checkpoint = Path(args.checkpoint)
+                checkpoint = resolve_model_folder(args.checkpoint)  # a folder, or downloaded from the Hub
             else:
                 checkpoint, command = default_checkpoint(name, domain)
                 if not (checkpoint / "model.safetensors").exists():
@@ -102,6 +119,7 @@ def plan_runs(args: argparse.Namespace, domain, overrides: dict) -> dict:
         elif variant in ("peft", "full"):
             raise ValueError(f"'{entry}': {name} is not a pretrained model; only @scratch applies")
         spec = resolve_config(name, domain, args.config, layer, checkpoint=checkpoint)
+        spec.checkpoint_source = args.checkpoint if args.checkpoint and checkpoint is not None else None
         spec.train.stage = stage
         if not pretrainable(name):
             spec.label = name
@@ -121,11 +139,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     plans = [plan_runs(args, domain, overrides) for domain in domains]  # fail fast: config, checkpoints
     accelerator = make_accelerator(next(iter(plans[0].values())).train.mixed_precision)
+    prefix = f"finetune-{domains[0].name}" if len(domains) == 1 else f"finetune-{len(domains)}domains"
+    root = output_folder(args, prefix)
     if len(domains) == 1:
-        output = Path(args.output) if args.output else Path("checkpoints") / f"finetune-{domains[0].name}-{timestamp()}"
-        run_domain(args, domains[0], plans[0], output, accelerator)
+        run_domain(args, domains[0], plans[0], root, accelerator)
         return 0
-    root = Path(args.output) if args.output else Path("checkpoints") / f"finetune-{len(domains)}domains-{timestamp()}"
     summaries = {}
     for domain, specs in zip(domains, plans):
         summaries[domain.name] = run_domain(args, domain, specs, root / domain.name, accelerator)
@@ -134,6 +152,23 @@ def run(args: argparse.Namespace) -> int:
         (root / "results.md").write_text(table + "\n")
         print(f"\n{table}\n\nall runs: {root}")
     return 0
+
+
+def output_folder(args: argparse.Namespace, prefix: str) -> Path:
+    """``--output``, or the folder ``--resume [PATH]`` continues, or a new timestamped one."""
+    if isinstance(args.resume, str):
+        if args.output and Path(args.output) != Path(args.resume):
+            raise ValueError(f"--resume {args.resume} and --output {args.output} name different folders")
+        return Path(args.resume)
+    if args.output:
+        return Path(args.output)
+    if args.resume:
+        earlier = sorted(Path("checkpoints").glob(f"{prefix}-*"))
+        if not earlier:
+            raise FileNotFoundError(f"--resume: no earlier checkpoints/{prefix}-* folder to continue; pass --resume PATH")
+        print(f"resuming {earlier[-1]}")
+        return earlier[-1]
+    return Path("checkpoints") / f"{prefix}-{timestamp()}"
 
 
 def format_cross_domain_table(summaries: dict[str, dict]) -> str:
@@ -175,8 +210,11 @@ def run_domain(args: argparse.Namespace, domain, specs: dict, output: Path, acce
         for k in range(args.seeds):
             spec.train.seed = base_seed + k
             run_dir = output / f"{entry.replace('@', '-')}-seed{spec.train.seed}"
-            info = {"data": {"domain": domain.name, "path": str(domain.path), "synthetic": bool(domain.manifest.get("synthetic"))}}
-            results.append(train_one(spec, domain, run_dir, accelerator=accelerator, run_info=info, quiet=args.quiet))
+            info = {
+                "data": {"domain": domain.name, "path": str(domain.path), "synthetic": bool(domain.manifest.get("synthetic"))},
+                "command": args.command,
+            }
+            results.append(train_one(spec, domain, run_dir, accelerator=accelerator, run_info=info, quiet=args.quiet, resume=bool(args.resume)))
         summary[spec.label] = summarise(results)
         summary[spec.label]["trainable parameters"] = results[0]["trainable_parameters"]
         all_results[spec.label] = [{k: v for k, v in r.items() if k != "history"} for r in results]

@@ -1,14 +1,20 @@
-"""The ``mmseqrec`` command: prepare data, inspect and validate prepared domains."""
+"""The ``mmseqrec`` command: prepare and export data, extract item features, inspect and validate
+prepared domains, evaluate runs, compare models, publish models to the Hugging Face Hub, import the
+MISSRec authors' checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
+from mmseqrec import compare
+from mmseqrec.config import ConfigError
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_domain
 from mmseqrec.data.sources import SOURCE_MODULES
+from mmseqrec.hub import HubError
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -69,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in SOURCE_MODULES:
         importlib.import_module(f"mmseqrec.data.sources.{module_name}").register(sources)
 
+    export = commands.add_parser("export", help="write a prepared domain in another format")
+    targets = export.add_subparsers(dest="target", required=True)
+    importlib.import_module("mmseqrec.data.sources.release").register_export(targets)
+
+    from mmseqrec.features.extract import register as register_extract
+
+    register_extract(commands)
+
     info = commands.add_parser("info", help="validate a prepared domain and print its counts")
     info.add_argument("domain", help="domain name (looked up in --data-dir) or folder")
     info.add_argument("--data-dir", default=None, help=f"where prepared domains live (default {default_data_dir()})")
@@ -84,14 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cpu", action="store_true", help="evaluate on the CPU even if a GPU is present")
     evaluate.add_argument("--out", default=None, help="write the report (metrics and evaluated rows) to this JSON file")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    compare.register(commands)
+    from mmseqrec import hub, official_missrec
+
+    hub.register(commands)
+    official_missrec.register(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command = shlex.join(["mmseqrec", *(sys.argv[1:] if argv is None else argv)])  # recorded in runs and model cards
     try:
         return int(args.func(args) or 0)
-    except (DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError, HubError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,7 @@ Configuration layers, later ones winning:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from accelerate.utils import set_seed
 
 from mmseqrec.config import ConfigError, build_dataclass, deep_merge, load_yaml
 from mmseqrec.data.loading import Domain
@@ -35,6 +37,7 @@ class RunSpec:
     model_config: Any
     checkpoint: Path | None = None  # pretrained weights to start from (transferable part only)
     label: str = ""  # how the run is named in tables, e.g. "missrec (pretrained, peft)"
+    checkpoint_source: str | None = None  # how the checkpoint was named (a folder or a Hub id)
 
 
 # Where `accelerate launch pretrain/run.py [--config ...]` leaves the model each fine-tuning
@@ -42,10 +45,14 @@ class RunSpec:
 DEFAULT_PRETRAINING = {
     ("missrec", True): Path("checkpoints/pretrain/demo/final"),
     ("missrec", False): Path("checkpoints/pretrain/missrec-fhckm/final"),
+    ("unisrec", True): Path("checkpoints/pretrain/unisrec-demo/final"),
+    ("unisrec", False): Path("checkpoints/pretrain/unisrec-fhckm/final"),
 }
 PRETRAIN_COMMAND = {
     ("missrec", True): "accelerate launch pretrain/run.py",
     ("missrec", False): "accelerate launch pretrain/run.py --config pretrain/configs/missrec-fhckm.yaml",
+    ("unisrec", True): "accelerate launch pretrain/run.py --config pretrain/configs/unisrec-demo.yaml",
+    ("unisrec", False): "accelerate launch pretrain/run.py --config pretrain/configs/unisrec-fhckm.yaml",
 }
 
 
@@ -60,8 +67,6 @@ def default_checkpoint(model_name: str, domain: Domain) -> tuple[Path, str]:
 
 def read_checkpoint_config(checkpoint: Path) -> dict:
     """The model config stored with a ``save_pretrained`` folder (clear errors if it is not one)."""
-    import json
-
     config_file = checkpoint / "config.json"
     if not (checkpoint / "model.safetensors").exists() or not config_file.exists():
         raise FileNotFoundError(f"{checkpoint} is not a saved model (expected model.safetensors and config.json)")
@@ -139,12 +144,14 @@ def resolve_config(
     train = build_dataclass(TrainConfig, merged["train"], "train")
     model_values = dict(merged["model"])
     model_values.pop("name", None)
-    from_domain = model_cls.domain_config(domain)
+    from_domain = model_cls.domain_config(domain, model_values)
     fixed = sorted(set(model_values) & set(from_domain))
     if fixed:
         raise ConfigError(f"model.{fixed[0]} comes from the domain and cannot be set")
     if checkpoint is not None:
         stored = read_checkpoint_config(checkpoint)
+        if stored.get("model_type", model_name.lower()) != model_name.lower():
+            raise ConfigError(f"the checkpoint {checkpoint} holds a {stored['model_type']} model, not {model_name}")
         stored = stored.get("config", stored)
         command_line = (overrides or {}).get("model") or {}
         for key in model_cls.architecture_fields:
@@ -177,13 +184,21 @@ def check_overrides(model_names: Sequence[str], overrides: dict) -> None:
         )
 
 
-def train_one(spec: RunSpec, domain: Domain, run_dir: Path, accelerator=None, run_info: dict | None = None, quiet: bool = False) -> dict:
+def train_one(
+    spec: RunSpec, domain: Domain, run_dir: Path, accelerator=None, run_info: dict | None = None, quiet: bool = False, resume: bool = False
+) -> dict:
+    """Train one run into ``run_dir``; with ``resume``, a finished run is read back and an
+    interrupted one continues from its newest checkpoint."""
+    if resume and (run_dir / "metrics.json").is_file() and (run_dir / "best").is_dir():
+        return json.loads((run_dir / "metrics.json").read_text())
     model_cls, _ = model_classes(spec.model_name)
+    set_seed(spec.train.seed)  # the seed fixes the initial weights too (torch seeds itself randomly)
     model = model_cls(spec.model_config)
     if spec.checkpoint is not None:
         loaded = load_transferable_weights(model, spec.checkpoint)
-        run_info = {**(run_info or {}), "checkpoint": str(spec.checkpoint), "transferred_tensors": len(loaded)}
-    trainer = Trainer(model, domain, spec.train, run_dir, accelerator=accelerator, run_info=run_info, quiet=quiet)
+        source = spec.checkpoint_source or str(spec.checkpoint)
+        run_info = {**(run_info or {}), "checkpoint": source, "transferred_tensors": len(loaded)}
+    trainer = Trainer(model, domain, spec.train, run_dir, accelerator=accelerator, run_info=run_info, quiet=quiet, resume=resume)
     results = trainer.fit()
     trainer.accelerator.free_memory()
     return results

@@ -7,14 +7,19 @@ valid and test with them. Everything a run produces lands in its run folder:
     <run_dir>/config.yaml    the resolved configuration (train, model, data)
     <run_dir>/train.log      one line per epoch, and the final tables
     <run_dir>/metrics.json   best epoch, valid and test metrics, popularity breakdown, history
-    <run_dir>/best/          the best weights (safetensors + config.json, ``from_pretrained``-able)
+    <run_dir>/best/          the best weights (safetensors + config.json + model card README.md,
+                             ``from_pretrained``-able and publishable with ``mmseqrec publish``)
+    <run_dir>/state/         resumable training state while the run is going (``checkpointing``)
+
+A run interrupted at any point continues exactly with ``Trainer(..., resume=True)`` (the CLIs'
+``--resume``). A non-finite loss or gradient stops the run before the update, with a message
+that names the step, the batch and the loss terms; the last checkpoint stays as it was.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -30,6 +35,8 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from mmseqrec import checkpointing
+from mmseqrec.checkpointing import CheckpointError, TrainingProgress
 from mmseqrec.data.batching import ExampleIndex, SequenceCollator
 from mmseqrec.data.loading import Domain
 from mmseqrec.metrics import DEFAULT_KS, bucket_breakdown, metrics_from_ranks, popularity_buckets, rank_targets
@@ -64,6 +71,19 @@ class TrainConfig:
         validate: evaluate on valid after every epoch, stop early and restore the best epoch
             (fine-tuning); off for pretraining, which trains all ``epochs`` and keeps the last.
         save_every: also save the model every this many epochs (``epoch-<n>/``); 0 never.
+        warmup_steps: raise the learning rate linearly over this many batches (of ``batch_size``
+            examples, counted over all processes); 0 keeps it constant, as the papers do.
+        checkpoint_every: also write a resumable checkpoint every this many optimiser steps
+            (mid-epoch included); 0 only at the end of every epoch.
+        batch_by_domain: on a mixture of domains, fill every training batch with rows of one
+            domain (shuffled within the domain; batch order shuffled across domains). In-batch
+            contrastive pretraining then draws its negatives from the same catalogue as the
+            positive, instead of mostly from other domains, which are easy to reject and teach
+            little about ranking within a domain. Off by default (the papers mix domains).
+        keep_checkpoints: complete checkpoints kept in ``<run_dir>/state/`` (2: the newest can be
+            lost to a crash while the one before stays); 0 writes none. A fine-tuning run deletes
+            its state when it finishes (``best/`` and ``metrics.json`` are its product); a
+            pretraining run keeps it, so ``--resume train.epochs=<more>`` can extend it.
     """
 
     epochs: int = 300
@@ -83,21 +103,72 @@ class TrainConfig:
     log_every: int = 10
     validate: bool = True
     save_every: int = 0
+    warmup_steps: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    batch_by_domain: bool = False
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss or gradient became NaN or infinite."""
 
 
 class _LossModule(torch.nn.Module):
-    """Routes ``forward`` to ``model.loss`` so DistributedDataParallel sees the training call."""
+    """Routes ``forward`` to ``model.loss_terms`` so DistributedDataParallel sees the training call."""
 
     def __init__(self, model: Recommender):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.loss(batch)
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.model.loss_terms(batch)
 
 
-def make_loader(domain: Domain, split: str, batch_size: int, max_len: int, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
+class DomainBatchSampler:
+    """Batches of row indices, each batch from a single domain of a mixture.
+
+    Every epoch shuffles the rows of each domain, cuts them into batches (a domain's last batch
+    may be short) and shuffles the order of all batches, with a generator seeded by (seed,
+    epoch), so an epoch's batches are the same when a run is resumed.
+    """
+
+    def __init__(self, row_domain: np.ndarray, batch_size: int, seed: int):
+        self.groups = [np.flatnonzero(row_domain == d) for d in np.unique(row_domain)]
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        # accelerate's multi-process wrapper reaches set_epoch through ``.sampler``.
+        self.sampler = self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng((self.seed, self.epoch))
+        batches = []
+        for rows in self.groups:
+            rows = rows[rng.permutation(rows.size)]
+            batches += [rows[i : i + self.batch_size].tolist() for i in range(0, rows.size, self.batch_size)]
+        for k in rng.permutation(len(batches)):
+            yield batches[k]
+
+    def __len__(self) -> int:
+        return sum(-(-rows.size // self.batch_size) for rows in self.groups)
+
+
+def make_loader(
+    domain: Domain, split: str, batch_size: int, max_len: int, shuffle: bool, seed: int, num_workers: int = 0,
+    by_domain: bool = False,
+) -> DataLoader:
     examples = domain.splits[split]
+    if by_domain and shuffle and len(domain.domain_names) > 1:
+        row_domain = domain.item_domain[examples.target]
+        return DataLoader(
+            ExampleIndex(len(examples)),
+            batch_sampler=DomainBatchSampler(row_domain, batch_size, seed),
+            collate_fn=SequenceCollator(examples, max_len),
+            num_workers=num_workers,
+        )
     return DataLoader(
         ExampleIndex(len(examples)),
         batch_size=batch_size,
@@ -158,10 +229,14 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_model_atomically(model: Recommender, target: Path) -> None:
-    """``save_pretrained`` into a temporary sibling folder, then rename it into place."""
+def save_model_atomically(model: Recommender, target: Path, card: str | None = None) -> None:
+    """``save_pretrained`` (and the model card, if given) into a temporary sibling folder, then
+    rename it into place."""
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    if card is not None:
+        (staging / "README.md").write_text(card)  # save_pretrained keeps an existing card
     model.save_pretrained(staging)
     if target.exists():
         shutil.rmtree(target)
@@ -183,7 +258,13 @@ def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelera
 
 
 class Trainer:
-    """Train ``model`` on ``domain`` with ``config``, writing everything into ``run_dir``."""
+    """Train ``model`` on ``domain`` with ``config``, writing everything into ``run_dir``.
+
+    ``resume``: False starts from the beginning (refused if ``run_dir`` holds the state of an
+    unfinished run); True continues from the newest complete checkpoint in ``run_dir/state``
+    (from the beginning if there is none); a path names the checkpoint (or run folder) to
+    continue from.
+    """
 
     def __init__(
         self,
@@ -194,6 +275,7 @@ class Trainer:
         accelerator: Accelerator | None = None,
         run_info: dict | None = None,
         quiet: bool = False,
+        resume: bool | str | Path = False,
     ):
         check_stage(config.stage)
         self.model = model
@@ -203,7 +285,14 @@ class Trainer:
         self.accelerator = accelerator or make_accelerator(config.mixed_precision)
         self.run_info = run_info or {}
         self.quiet = quiet
+        self.resume = resume
+        self.state_dir = self.run_dir / checkpointing.STATE_DIR
         self.logger = self._make_logger()
+        # Set while fitting: where the run is, and the best weights so far (early stopping).
+        self.progress = TrainingProgress()
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.resolved: dict = {}  # the run's config.yaml, also the source of its model cards
+        self._identity: dict = {}
 
     # ---------------------------------------------------------------------------------------
     def _make_logger(self) -> logging.Logger:
@@ -235,59 +324,72 @@ class Trainer:
         self.log(f"{type(model).__name__} on {self.domain.describe()}")
         self.log(f"stage {cfg.stage}: {trainable:,} trainable parameters of {total:,}")
 
+        self.resolved = {
+            "train": asdict(cfg),
+            "model": {"name": type(model).__name__, **asdict(model.config)},
+            **self.run_info,
+            "data_summary": domain_summary(self.domain),
+        }
         if acc.is_main_process:
-            resolved = {"train": asdict(cfg), "model": {"name": type(model).__name__, **asdict(model.config)}, **self.run_info}
-            _atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+            _atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.resolved, sort_keys=False))
 
         valid_loader = make_loader(self.domain, "valid", cfg.eval_batch_size, cfg.max_len, False, cfg.seed)
         test_loader = make_loader(self.domain, "test", cfg.eval_batch_size, cfg.max_len, False, cfg.seed)
-        history: list[dict] = []
-        best_epoch, best_score, best_state = -1, -math.inf, None
 
         if model.trainable:
-            train_loader = make_loader(self.domain, "train", cfg.batch_size, cfg.max_len, True, cfg.seed, cfg.num_workers)
+            train_loader = make_loader(
+                self.domain, "train", cfg.batch_size, cfg.max_len, True, cfg.seed, cfg.num_workers, by_domain=cfg.batch_by_domain
+            )
             optimizer = torch.optim.Adam(
                 [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
             )
-            loss_module, optimizer, train_loader, valid_loader, test_loader = acc.prepare(
-                _LossModule(model), optimizer, train_loader, valid_loader, test_loader
+            warmup = max(cfg.warmup_steps, 0)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+            loss_module, optimizer, scheduler, train_loader, valid_loader, test_loader = acc.prepare(
+                _LossModule(model), optimizer, scheduler, train_loader, valid_loader, test_loader
             )
-            stale = 0
-            for epoch in range(cfg.epochs):
+            self._identity = checkpointing.run_identity(model, cfg, self.domain, acc.num_processes)
+            self._start_or_resume()
+            progress = self.progress
+            while not self._training_done():
                 epoch_start = time.time()
-                model.on_epoch_start(epoch, acc)
-                mean_loss = self._train_epoch(loss_module, optimizer, train_loader, epoch)
+                if progress.batches_done == 0:  # a resumed epoch keeps the interests it started with
+                    model.on_epoch_start(progress.epoch, acc)
+                epoch = progress.epoch
+                mean_loss = self._train_epoch(loss_module, optimizer, scheduler, train_loader)
                 if cfg.save_every and (epoch + 1) % cfg.save_every == 0 and acc.is_main_process:
-                    save_model_atomically(model, self.run_dir / f"epoch-{epoch + 1}")
-                if not cfg.validate:
-                    history.append({"epoch": epoch, "loss": mean_loss, "seconds": time.time() - epoch_start})
-                    self.log(f"epoch {epoch:3d}  loss {mean_loss:.4f}  ({time.time() - epoch_start:.1f}s)")
-                    continue
-                valid = evaluate(model, valid_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size)
-                score = valid["metrics"][VALID_METRIC]
-                improved = score >= best_score
-                if improved:
-                    best_epoch, best_score, stale = epoch, score, 0
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                else:
-                    stale += 1
-                history.append({"epoch": epoch, "loss": mean_loss, "valid": valid["metrics"], "seconds": time.time() - epoch_start})
-                self.log(
-                    f"epoch {epoch:3d}  loss {mean_loss:.4f}  valid ndcg@10 {score:.4f}  recall@10 "
-                    f"{valid['metrics']['recall@10']:.4f}  ({time.time() - epoch_start:.1f}s)" + ("  *" if improved else "")
-                )
-                if stale > cfg.patience:
-                    self.log(f"no improvement for {stale} epochs: stopping; best epoch {best_epoch}")
-                    break
-            if best_state is not None:
-                model.load_state_dict(best_state)
+                    snapshot = {"model": type(model).__name__, "domain": self.domain.name, "epochs_run": epoch + 1, "final_loss": mean_loss}
+                    save_model_atomically(model, self.run_dir / f"epoch-{epoch + 1}", card=self._model_card(snapshot))
+                entry = {"epoch": epoch, "loss": mean_loss}
+                line, marker = f"epoch {epoch:3d}  loss {mean_loss:.4f}", ""
+                if cfg.validate:
+                    valid = evaluate(model, valid_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size)
+                    score = valid["metrics"][VALID_METRIC]
+                    if score >= progress.best_score:  # a tie counts as an improvement
+                        marker = "  *"
+                        progress.best_epoch, progress.best_score, progress.stale = epoch, score, 0
+                        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                    else:
+                        progress.stale += 1
+                    entry["valid"] = valid["metrics"]
+                    line += f"  valid ndcg@10 {score:.4f}  recall@10 {valid['metrics']['recall@10']:.4f}"
+                entry["seconds"] = time.time() - epoch_start
+                progress.history.append(entry)
+                self.log(f"{line}  ({entry['seconds']:.1f}s){marker}")
+                progress.finish_epoch()
+                self._save_checkpoint()
+                if cfg.validate and progress.stale > cfg.patience:
+                    self.log(f"no improvement for {progress.stale} epochs: stopping; best epoch {progress.best_epoch}")
+            if self.best_state is not None:
+                model.load_state_dict(self.best_state)
             if not cfg.validate:
-                return self._finish_pretraining(model, history, trainable, started)
+                return self._finish_pretraining(model, progress.history, trainable, started)
         else:
             # Nothing to train (MostPop): prepare the loaders and put the buffers on the device.
             model.to(acc.device)
             valid_loader, test_loader = acc.prepare(valid_loader, test_loader)
 
+        history = self.progress.history
         valid = evaluate(model, valid_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size)
         test = evaluate(model, test_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size)
         buckets = popularity_buckets(self.domain.train_item_counts())
@@ -296,7 +398,7 @@ class Trainer:
             "domain": self.domain.name,
             "seed": cfg.seed,
             "stage": cfg.stage,
-            "best_epoch": best_epoch,
+            "best_epoch": self.progress.best_epoch,
             "epochs_run": len(history),
             "trainable_parameters": trainable,
             "valid": valid["metrics"],
@@ -308,11 +410,14 @@ class Trainer:
             "history": history,
         }
         if acc.is_main_process:
+            # best/ before metrics.json: a run with metrics.json is finished and has its weights.
+            save_model_atomically(model, self.run_dir / "best", card=self._model_card(results))
             _atomic_write_text(self.run_dir / "metrics.json", json.dumps(results, indent=2) + "\n")
-            save_model_atomically(model, self.run_dir / "best")
+            # A finished fine-tuning run has nothing left to resume; its product is best/.
+            shutil.rmtree(self.state_dir, ignore_errors=True)
         self.log(
             f"test  recall@10 {test['metrics']['recall@10']:.4f}  ndcg@10 {test['metrics']['ndcg@10']:.4f}  "
-            f"recall@50 {test['metrics']['recall@50']:.4f}  ndcg@50 {test['metrics']['ndcg@50']:.4f}  (best epoch {best_epoch})"
+            f"recall@50 {test['metrics']['recall@50']:.4f}  ndcg@50 {test['metrics']['ndcg@50']:.4f}  (best epoch {self.progress.best_epoch})"
         )
         acc.wait_for_everyone()
         return results
@@ -333,28 +438,150 @@ class Trainer:
             "history": history,
         }
         if acc.is_main_process:
-            save_model_atomically(model, self.run_dir / "final")
+            save_model_atomically(model, self.run_dir / "final", card=self._model_card(results))
             _atomic_write_text(self.run_dir / "metrics.json", json.dumps(results, indent=2) + "\n")
-        self.log(f"pretraining done: {len(history)} epochs, final loss {results['final_loss']:.4f}; model in {self.run_dir / 'final'}")
+        final_loss = "n/a" if results["final_loss"] is None else f"{results['final_loss']:.4f}"
+        self.log(f"pretraining done: {len(history)} epochs, final loss {final_loss}; model in {self.run_dir / 'final'}")
         acc.wait_for_everyone()
         return results
 
-    def _train_epoch(self, loss_module, optimizer, loader, epoch: int) -> float:
-        cfg, acc = self.config, self.accelerator
+    def _model_card(self, results: dict) -> str:
+        from mmseqrec.hub import model_card
+
+        return model_card(self.resolved, results)
+
+    # ---------------------------------------------------------------------------------------
+    # Checkpoints
+    # ---------------------------------------------------------------------------------------
+    def _training_done(self) -> bool:
+        cfg, progress = self.config, self.progress
+        return progress.epoch >= cfg.epochs or (cfg.validate and progress.stale > cfg.patience)
+
+    def _start_or_resume(self) -> None:
+        """Restore the newest (or the named) checkpoint, or make sure a fresh start loses nothing."""
+        acc = self.accelerator
+        if self.resume:
+            point = checkpointing.resolve_resume_point(self.resume, self.state_dir)
+            if point is None:
+                self.log(f"--resume: no complete checkpoint in {self.state_dir}; starting from the beginning")
+                return
+            self.progress, self.best_state = checkpointing.load_checkpoint(acc, point, self._identity)
+            self.log(f"resumed from {checkpointing.describe(point)}")
+            return
+        latest = checkpointing.latest_checkpoint(self.state_dir)
+        if latest is not None and not (self.run_dir / "metrics.json").exists():
+            raise CheckpointError(
+                f"{self.run_dir} holds the state of an unfinished run ({latest.name}). Continue it with --resume, "
+                f"or choose another output folder (or delete {self.state_dir})."
+            )
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            # Starting over in the folder of a finished run: its state and metrics are replaced.
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            (self.run_dir / "metrics.json").unlink(missing_ok=True)
+        acc.wait_for_everyone()
+
+    def _save_checkpoint(self) -> None:
+        if self.config.keep_checkpoints > 0:
+            checkpointing.save_checkpoint(
+                self.accelerator, self.state_dir, self.progress, self._identity, self.best_state, self.config.keep_checkpoints
+            )
+
+    # ---------------------------------------------------------------------------------------
+    # One epoch
+    # ---------------------------------------------------------------------------------------
+    def _train_epoch(self, loss_module, optimizer, scheduler, loader) -> float:
+        """Train the rest of ``progress.epoch``; return the epoch's mean loss."""
+        cfg, acc, progress = self.config, self.accelerator, self.progress
         loss_module.train()
-        total, steps = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=self.quiet or not acc.is_local_main_process)
-        for step, batch in enumerate(bar):
-            loss = loss_module(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}, step {step}")
+        loader.set_epoch(progress.epoch)  # this epoch's shuffle, also when resuming
+        skipped = progress.batches_done
+        batches = acc.skip_first_batches(loader, skipped) if skipped else loader
+        bar = tqdm(
+            batches, desc=f"epoch {progress.epoch}", total=len(loader), initial=skipped, leave=False,
+            disable=self.quiet or not acc.is_local_main_process,
+        )
+        for batch in bar:
+            terms = loss_module(batch)
+            loss = sum(terms.values())
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
-            if cfg.grad_clip > 0:
-                acc.clip_grad_norm_(loss_module.parameters(), cfg.grad_clip)
+            grad_norm = self._gradient_norm(loss_module)
+            self._stop_if_not_finite(loss, terms, grad_norm, batch, len(loader))
             optimizer.step()
-            total += loss.item()
-            steps += 1
-            if step % cfg.log_every == 0:
-                bar.set_postfix(loss=f"{total / steps:.4f}")
-        return total / max(steps, 1)
+            scheduler.step()
+            progress.record_step(loss.item())
+            if progress.batches_done % cfg.log_every == 0:
+                bar.set_postfix(loss=f"{progress.mean_loss():.4f}")
+            if cfg.checkpoint_every and progress.global_step % cfg.checkpoint_every == 0 and progress.batches_done < len(loader):
+                self._save_checkpoint()  # mid-epoch; the end of the epoch saves after validation
+            checkpointing.fault_point("kill-after-step", progress.global_step)
+        return progress.mean_loss()
+
+    def _gradient_norm(self, loss_module) -> torch.Tensor | None:
+        """Clip the gradients if configured; return their total norm, or None under fp16, whose
+        gradient scaler skips the steps with infinite gradients by design."""
+        acc = self.accelerator
+        if self.config.grad_clip > 0:
+            norm = acc.clip_grad_norm_(loss_module.parameters(), self.config.grad_clip)
+        elif acc.scaler is None:
+            grads = [p.grad for p in loss_module.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else None
+        else:
+            norm = None
+        return None if acc.scaler is not None else norm
+
+    def _stop_if_not_finite(self, loss, terms, grad_norm, batch, batches_in_epoch: int) -> None:
+        """Raise ``NonFiniteLossError`` (on every process at once) if the loss or gradient is not finite."""
+        acc, progress = self.accelerator, self.progress
+        finite = torch.isfinite(loss.detach())
+        if grad_norm is not None:
+            finite = finite & torch.isfinite(grad_norm)
+        bad = (~finite).float().reshape(1)
+        if acc.num_processes > 1:
+            bad = acc.reduce(bad, reduction="sum")
+        if bad.item() == 0:
+            return
+        latest = checkpointing.latest_checkpoint(self.state_dir)
+        rows = batch["row"].tolist()
+        users = batch["user_id"].tolist()
+        shown = 64  # a whole batch of a small run; the first rows of a large one
+        more = f" ... ({len(rows) - shown} more)" if len(rows) > shown else ""
+        message = (
+            f"non-finite training loss or gradient at epoch {progress.epoch}, batch {progress.batches_done + 1} of "
+            f"{batches_in_epoch} (global step {progress.global_step + 1}, process {acc.process_index}):\n"
+            f"  loss {loss.item()}; terms: " + ", ".join(f"{k} {v.item()}" for k, v in terms.items())
+            + f"; gradient norm {'n/a' if grad_norm is None else grad_norm.item()}\n"
+            f"  batch: {len(rows)} training examples, rows {rows[:shown]}{more}, user ids {users[:shown]}{more}\n"
+            "  The run stopped before applying this update. "
+            + (
+                f"Last good checkpoint: {checkpointing.describe(latest)}; continue from it with --resume."
+                if latest is not None
+                else "No checkpoint had been written yet."
+            )
+        )
+        self.log(message)
+        raise NonFiniteLossError(message)
+
+
+def domain_summary(domain: Domain) -> dict:
+    """What a model card says about the training data: per member domain, counts and features."""
+    manifests = domain.manifest.get("members") or [domain.manifest]
+    members = []
+    for manifest in manifests:
+        counts = manifest.get("counts", {})
+        members.append(
+            {
+                "name": manifest.get("name"),
+                "source": (manifest.get("source") or {}).get("type"),
+                "synthetic": bool(manifest.get("synthetic")),
+                "users": counts.get("users"),
+                "items": counts.get("items"),
+                "interactions": counts.get("interactions"),
+                "features": {
+                    name: {"encoder": f.get("encoder"), "dim": f.get("dim"), "coverage": f.get("coverage")}
+                    for name, f in (manifest.get("features") or {}).items()
+                },
+            }
+        )
+    return {"name": domain.name, "domains": members}

@@ -10,15 +10,25 @@ source domains, merged into one item vocabulary), ``model`` (``name`` and the mo
 and ``train`` (``TrainConfig``; pretraining never validates). The model is saved every
 ``train.save_every`` epochs (``epoch-<n>/``) and at the end (``final/``), which is where
 ``finetune`` looks for it by default.
+
+Training state is checkpointed at the end of every epoch (and every ``train.checkpoint_every``
+steps) under ``<run folder>/state/``; after an interruption, the same command with ``--resume``
+continues from the newest complete checkpoint, exactly where the run was (``--resume PATH``
+names a checkpoint). A finished run keeps its last state, so ``--resume train.epochs=<more>``
+extends it.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accelerate.utils import set_seed
+
+from mmseqrec.checkpointing import add_resume_option, take_resume_option
 from mmseqrec.config import ConfigError, build_dataclass, deep_merge, load_yaml, parse_overrides
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_mixture, resolve_domain_path
@@ -71,11 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(CONFIGS.parent.parent)})")
     parser.add_argument("--output", default=None, help="run folder (default: checkpoints/pretrain/<name>)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+    add_resume_option(parser, "pretraining run")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=2 model.hidden_size=64")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after options
+    take_resume_option(args)
+    args.command = shlex.join(["accelerate", "launch", "pretrain/run.py", *(sys.argv[1:] if argv is None else argv)])
     try:
         return run(args)
-    except (ConfigError, DataFormatError, DomainNotFoundError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DataFormatError, DomainNotFoundError, FileNotFoundError, ValueError, FloatingPointError) as err:
         print(f"pretrain: error: {err}", file=sys.stderr)
         return 2
 
@@ -99,13 +112,14 @@ def run(args: argparse.Namespace) -> int:
     for domain_name in data.domains:
         resolve_domain_path(domain_name, data.data_dir)  # a clear error for a missing domain
     mixture = load_mixture(data.domains, data_dir=data.data_dir, name=name)
-    from_domain = model_cls.domain_config(mixture)
+    from_domain = model_cls.domain_config(mixture, model_section)
     model_config = build_dataclass(config_cls, {**model_section, **from_domain}, "model")
+    set_seed(train.seed)  # the seed fixes the initial weights too (torch seeds itself randomly)
     model = model_cls(model_config)
 
     run_dir = Path(args.output or config.get("output") or Path("checkpoints") / "pretrain" / name)
-    info = {"data": {"domains": data.domains, "data_dir": data.data_dir}, "name": name, "config_file": str(args.config)}
-    Trainer(model, mixture, train, run_dir, accelerator=accelerator, run_info=info, quiet=args.quiet).fit()
+    info = {"data": {"domains": data.domains, "data_dir": data.data_dir}, "name": name, "config_file": str(args.config), "command": args.command}
+    Trainer(model, mixture, train, run_dir, accelerator=accelerator, run_info=info, quiet=args.quiet, resume=args.resume).fit()
     return 0
 
 

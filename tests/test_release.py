@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fixtures import write_inter, write_lcrec, write_release
 
+from mmseqrec.cli import main
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import load_domain
 from mmseqrec.data.sources.lcrec import prepare_lcrec
@@ -155,6 +156,25 @@ def test_cli_prepare_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (tmp_path / "exported" / "Tiny.test.inter").read_bytes() == tiny.path("test.inter").read_bytes()
 
 
+def test_mmseqrec_export_release_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny = write_release(tmp_path / "raw", with_text_aug=True)
+    processed, exported = tmp_path / "processed", tmp_path / "exported"
+    assert main(["prepare", "release", "--path", str(tiny.folder), "--out", str(processed), "--dim", str(tiny.dim)]) == 0
+    assert main(["export", "release", "--domain", "Tiny", "--data-dir", str(processed), "--out", str(exported)]) == 0
+    assert str(exported / "Tiny.feat2CLS") in capsys.readouterr().out
+    assert sorted(p.name for p in exported.iterdir()) == sorted(p.name for p in tiny.folder.iterdir())
+    for path in exported.iterdir():
+        assert path.read_bytes() == (tiny.folder / path.name).read_bytes(), path.name
+    # Existing files are kept unless --overwrite; a missing domain is a clear error (exit code 2).
+    assert main(["export", "release", "--domain", "Tiny", "--data-dir", str(processed), "--out", str(exported)]) == 2
+    assert "already exist" in capsys.readouterr().err
+    assert main(["export", "release", "--domain", "Tiny", "--data-dir", str(processed), "--out", str(exported), "--overwrite"]) == 0
+    assert main(["export", "release", "--domain", "Nope", "--data-dir", str(processed), "--out", str(exported)]) == 2
+    assert "Domain 'Nope' is not prepared" in capsys.readouterr().err
+    assert main(["export", "release", "--data-dir", str(processed), "--out", str(exported)]) == 2
+    assert "name the domain to export" in capsys.readouterr().err
+
+
 def test_tiny_round_trip_is_byte_identical(tmp_path: Path) -> None:
     tiny = write_release(tmp_path / "raw", with_text_aug=True)
     folder = prepare_release(tiny.folder, dim=tiny.dim, out=tmp_path / "processed")
@@ -229,3 +249,18 @@ def test_scientific_round_trip(scientific: tuple[Path, Path], tmp_path: Path) ->
 
     # .text: the same item -> text rows (the importer strips the released trailing space; order is by item index).
     assert texts(tmp_path / "Scientific.text") == texts(raw / "Scientific.text")
+
+
+def test_scientific_round_trip_through_the_cli(shared_data: Path, tmp_path: Path) -> None:
+    """`mmseqrec prepare release` then `mmseqrec export release` gives back the released rows and feature bytes."""
+    raw = shared_data / SCIENTIFIC
+    if not raw.is_dir():
+        pytest.skip(f"{raw} is absent")
+    processed, exported = tmp_path / "processed", tmp_path / "exported"
+    assert main(["prepare", "release", "--path", str(raw), "--out", str(processed)]) == 0
+    assert main(["export", "release", "--domain", "Scientific", "--data-dir", str(processed), "--out", str(exported)]) == 0
+    for split in ("train", "valid", "test"):
+        name = f"Scientific.{split}.inter"
+        assert parse_inter(exported / name) == parse_inter(raw / name), name
+    for name in ("Scientific.feat1CLS", "Scientific.feat3CLS", "Scientific.item2index", "Scientific.user2index"):
+        assert (exported / name).read_bytes() == (raw / name).read_bytes(), name

@@ -10,7 +10,9 @@ from mmseqrec.data.format import DomainTables, FeatureSet, write_domain
 from mmseqrec.data.split import leave_one_out
 
 
-def tiny_tables(n_users: int = 80, n_items: int = 40, seed: int = 0, name: str = "Tiny", features: bool = True) -> DomainTables:
+def tiny_tables(
+    n_users: int = 80, n_items: int = 40, seed: int = 0, name: str = "Tiny", features: bool = True, feature_dim: int = 16
+) -> DomainTables:
     """Users walk through the catalogue in steps of +1 (mod N) from a random start, so the next
     item is predictable from the last one: a sequential model can learn it, popularity cannot."""
     rng = np.random.default_rng(seed)
@@ -33,8 +35,8 @@ def tiny_tables(n_users: int = 80, n_items: int = 40, seed: int = 0, name: str =
     )
     if features:
         for fname, modality in (("text", "text"), ("image", "image")):
-            values = np.zeros((n_items + 1, 16), dtype=np.float32)
-            values[1:] = rng.normal(size=(n_items, 16)).astype(np.float32)
+            values = np.zeros((n_items + 1, feature_dim), dtype=np.float32)
+            values[1:] = rng.normal(size=(n_items, feature_dim)).astype(np.float32)
             present = np.ones(n_items + 1, dtype=bool)
             present[0] = False
             if modality == "image":

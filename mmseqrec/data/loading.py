@@ -124,6 +124,9 @@ def resolve_domain_path(name_or_path: str | os.PathLike, data_dir: str | os.Path
         "  mmseqrec prepare synthetic                       (the ten synthetic demo domains)\n"
         "  mmseqrec prepare release --path DIR --name NAME   (UniSRec/MISSRec release files)\n"
         "  mmseqrec prepare lcrec --path DIR --name NAME     (LC-Rec style JSON)\n"
+        "  mmseqrec prepare amazon2018 --domain Office       (Amazon Reviews 2018, the UniSRec protocol)\n"
+        "  mmseqrec prepare amazon2023 --domain Office       (Amazon Reviews 2023, the same protocol)\n"
+        "  mmseqrec prepare mixture --name FHCKM --domains Food,Home,CDs,Kindle,Movies\n"
         "or point --data-dir at the folder that holds it."
     )
     have = f"Prepared domains in {root}: {', '.join(available)}." if available else f"No prepared domain in {root}."
@@ -213,7 +216,12 @@ def load_domain(
     _check_ids(str(folder / "interactions.parquet"), "items", seq_values, 1, n_items)
 
     domains = items.column("domain").to_pylist()
-    names = sorted(set(domains)) if domains else [manifest["name"]]
+    # A prepared mixture lists its members in order; keep that order for the domain tags.
+    declared = manifest.get("source", {}).get("domains") if isinstance(manifest.get("source"), dict) else None
+    if isinstance(declared, list) and set(declared) == set(domains):
+        names = [str(d) for d in declared]
+    else:
+        names = sorted(set(domains)) if domains else [manifest["name"]]
     index = {d: i for i, d in enumerate(names)}
     item_domain = np.zeros(n_items + 1, dtype=np.int64)
     item_domain[1:] = [index[d] for d in domains]
@@ -246,16 +254,32 @@ def load_mixture(
     Item ids of the k-th domain are shifted by the item counts of the domains before it, so
     vocabularies are disjoint (the same ASIN in two domains is two items, as in UniSRec's
     FHCKM); users are shifted the same way. Every item is tagged with its domain
-    (``item_domain``). Feature sets must exist in every member with the same dimension.
+    (``item_domain``). Feature sets must exist in every member with the same dimension. A member
+    that is itself a prepared mixture (``mmseqrec prepare mixture``) keeps its own domain tags.
     """
     if not names:
         raise ValueError("load_mixture needs at least one domain")
     members = [load_domain(n, data_dir=data_dir, features=features, verify=verify) for n in names]
+    return merge_domains(members, features=features, name=name)
+
+
+def merge_domains(members: Sequence[Domain], features: Sequence[str] | None = None, name: str | None = None) -> Domain:
+    """The mixture of already loaded domains (see ``load_mixture``)."""
+    if not members:
+        raise ValueError("merge_domains needs at least one domain")
     feature_names = list(features) if features is not None else [f for f in members[0].features if all(f in m.features for m in members)]
     for fname in feature_names:
         dims = {m.name: m.features[fname].dim for m in members}
         if len(set(dims.values())) != 1:
-            raise DataFormatError(f"feature '{fname}' has different dimensions across the mixture: {dims}")
+            files = ", ".join(
+                f"{m.path / m.manifest['features'][fname]['file']} ({m.features[fname].dim}-d)"
+                if fname in m.manifest.get("features", {}) else f"{m.name} ({m.features[fname].dim}-d)"
+                for m in members
+            )
+            raise DataFormatError(
+                f"feature '{fname}' has different dimensions across the mixture: {files}; "
+                "every member needs the same encoder for a feature set"
+            )
 
     item_offsets = np.cumsum([0] + [m.num_items for m in members])
     user_offsets = np.cumsum([0] + [m.num_users for m in members])
@@ -280,14 +304,22 @@ def load_mixture(
         present = np.concatenate([[False]] + [m.features[fname].present[1:] for m in members])
         merged_features[fname] = FeatureSet(np.ascontiguousarray(values), present, first.modality, first.encoder)
 
-    domain_names = [m.name for m in members]
+    # A plain member is one domain; a member that is a mixture brings its own tags along.
+    domain_names: list[str] = []
     item_domain = np.zeros(int(item_offsets[-1]) + 1, dtype=np.int64)
-    for k in range(len(members)):
-        item_domain[item_offsets[k] + 1 : item_offsets[k + 1] + 1] = k
+    for k, m in enumerate(members):
+        block = slice(int(item_offsets[k]) + 1, int(item_offsets[k + 1]) + 1)
+        if len(m.domain_names) > 1:
+            item_domain[block] = m.item_domain[1:] + len(domain_names)
+            domain_names.extend(m.domain_names)
+        else:
+            item_domain[block] = len(domain_names)
+            domain_names.append(m.name)
+    label = name or "+".join(m.name for m in members)
     return Domain(
-        name=name or "+".join(domain_names),
+        name=label,
         path=members[0].path,
-        manifest={"name": name or "+".join(domain_names), "members": [m.manifest for m in members]},
+        manifest={"name": label, "members": [m.manifest for m in members]},
         num_items=int(item_offsets[-1]),
         num_users=int(user_offsets[-1]),
         splits=splits,

@@ -5,6 +5,7 @@ from mmseqrec.models.missrec import MISSRec, MISSRecConfig
 from mmseqrec.models.mmmlp import MMMLP, MMMLPConfig
 from mmseqrec.models.mostpop import MostPop, MostPopConfig
 from mmseqrec.models.sasrec import SASRec, SASRecConfig
+from mmseqrec.models.unisrec import UniSRec, UniSRecConfig
 
 MODELS = {
     "missrec": (MISSRec, MISSRecConfig),
@@ -12,6 +13,7 @@ MODELS = {
     "mostpop": (MostPop, MostPopConfig),
     "bert4rec": (BERT4Rec, BERT4RecConfig),
     "mmmlp": (MMMLP, MMMLPConfig),
+    "unisrec": (UniSRec, UniSRecConfig),
 }
 
 
@@ -23,4 +25,7 @@ def model_classes(name: str):
         raise ValueError(f"unknown model '{name}'; available: {', '.join(sorted(MODELS))}") from None
 
 
-__all__ = ["MMMLP", "MODELS", "BERT4Rec", "BERT4RecConfig", "MISSRec", "MISSRecConfig", "MMMLPConfig", "MostPop", "MostPopConfig", "SASRec", "SASRecConfig", "model_classes"]
+__all__ = [
+    "MMMLP", "MODELS", "BERT4Rec", "BERT4RecConfig", "MISSRec", "MISSRecConfig", "MMMLPConfig", "MostPop", "MostPopConfig",
+    "SASRec", "SASRecConfig", "UniSRec", "UniSRecConfig", "model_classes",
+]

@@ -4,7 +4,8 @@ Every model is an ``nn.Module`` (with ``PyTorchModelHubMixin``) built from one c
 and implements:
 
 - ``forward(batch) -> (B, D)`` sequence representation;
-- ``loss(batch) -> scalar`` for its training objective;
+- ``loss(batch) -> scalar`` for its training objective (or ``loss_terms(batch)``, a dict of
+  weighted terms whose sum is the loss, so that a failing run can say which term broke);
 - ``score_items(seq_repr, first_id, end_id) -> (B, end_id - first_id)``: scores of items
   ``first_id .. end_id-1`` for sequence representations from ``forward``; ``score_all(batch)``
   is the whole catalogue 1..N;
@@ -15,10 +16,19 @@ and implements:
 A batch is a dict of tensors: ``item_seq`` (B, L) item ids, left-aligned with 0 padding on the
 right, ``item_seq_len`` (B,), ``target`` (B,), ``user_id`` (B,).
 
+Saving and loading come with the base class (with ``PyTorchModelHubMixin`` next to it in the
+model's bases): ``save_pretrained(dir)`` writes ``model.safetensors`` and ``config.json`` (the
+config dataclass plus ``model_type``, the model's name in ``MODELS``); ``from_pretrained(dir or
+"org/name")`` loads them strictly (every tensor must match) and explains Hub problems (offline,
+not found) in one sentence instead of a stack trace.
+
 Blocks shared by several models (a post-LN transformer layer) live here; models never inherit
 from one another.
 """
 
+import json
+from dataclasses import asdict
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -42,12 +52,21 @@ class Recommender(nn.Module):
     architecture_fields: tuple[str, ...] = ()
 
     @staticmethod
-    def domain_config(domain) -> dict:
-        """Config values that come from the domain (the item count, feature dimensions)."""
+    def domain_config(domain, config: dict | None = None) -> dict:
+        """Config values that come from the domain (the item count, feature dimensions).
+
+        ``config`` holds the model config values set so far (from files and the command line),
+        so a model can read which feature sets it was told to use.
+        """
         return {"num_items": domain.num_items}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The training loss as named, already weighted terms (summed by the training loop).
+        Models with several terms override this (and define ``loss`` as their sum)."""
+        return {"loss": self.loss(batch)}
 
     def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
         raise NotImplementedError
@@ -69,6 +88,47 @@ class Recommender(nn.Module):
     def attach_domain(self, domain) -> None:
         """Hook called before training or evaluation on ``domain``: models that need domain data
         which is not saved with them (item features, popularity counts) take it here."""
+
+    # ---------------------------------------------------------------------------------------
+    # Saving and loading (the PyTorchModelHubMixin hooks; see mmseqrec.hub for cards and the Hub)
+    # ---------------------------------------------------------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from safetensors.torch import save_model
+
+        from mmseqrec.hub import model_type_of
+
+        save_model(self, str(Path(save_directory) / "model.safetensors"))
+        config = {"model_type": model_type_of(type(self)), **asdict(self.config)}
+        (Path(save_directory) / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    def generate_model_card(self, *args, **kwargs):
+        """The card ``save_pretrained`` writes when none is there yet: this suite's format, with
+        the configuration only (a finished run writes the full card, with data and evaluation)."""
+        from huggingface_hub import ModelCard
+
+        from mmseqrec.hub import model_card
+
+        return ModelCard(model_card({"model": {"name": type(self).__name__, **asdict(self.config)}}, None))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None, force_download=False, token=None, local_files_only=False, **kwargs):
+        """Load a saved model from a folder or a Hub repository (``"org/name"``)."""
+        from mmseqrec.hub import resolve_model_folder
+
+        folder = resolve_model_folder(
+            pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir, force_download=force_download,
+            token=token, local_files_only=local_files_only,
+        )
+        return super().from_pretrained(folder, **kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", strict: bool = True, **kwargs):
+        from mmseqrec.hub import load_weights_into
+
+        hub_arguments = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+        model = cls(**{k: v for k, v in kwargs.items() if k not in hub_arguments})
+        load_weights_into(model, Path(model_id) / "model.safetensors", strict=strict, device=map_location)
+        return model.eval()
 
 
 def check_stage(stage: str) -> None:

@@ -201,10 +201,13 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     # Domain data
     # ---------------------------------------------------------------------------------------
     @staticmethod
-    def domain_config(domain) -> dict:
-        """Config values that come from the domain: item count and feature dimensions."""
+    def domain_config(domain, config: dict | None = None) -> dict:
+        """Config values that come from the domain: item count and the dimensions of the feature
+        sets named by ``text_feature`` / ``image_feature`` (in ``config``, else the defaults)."""
+        config = config or {}
         values = {"num_items": domain.num_items}
-        for key, name in (("text_dim", "text"), ("image_dim", "image")):
+        for key, name_field in (("text_dim", "text_feature"), ("image_dim", "image_feature")):
+            name = config.get(name_field, MISSRecConfig.__dataclass_fields__[name_field].default)
             if name in domain.features:
                 values[key] = domain.features[name].dim
         return values
@@ -357,12 +360,18 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     # Losses
     # ---------------------------------------------------------------------------------------
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(self.loss_terms(batch).values())
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The weighted terms of the stage's loss (their sum is ``loss``)."""
         if self.stage == "pretrain":
-            return self.pretrain_loss(batch)
+            return self.pretrain_loss_terms(batch)
         seq, memory, memory_pad = self.encode(batch["item_seq"], batch["item_seq_len"])
         logits = self.score_items(seq, 1, self.config.num_items + 1)
-        ce = F.cross_entropy(logits.float(), batch["target"] - 1)
-        return ce + self.config.reg_weight * self.interest_regulariser(memory, memory_pad)
+        return {
+            "cross_entropy": F.cross_entropy(logits.float(), batch["target"] - 1),
+            "interest_reg": self.config.reg_weight * self.interest_regulariser(memory, memory_pad),
+        }
 
     def augment(self, item_seq: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None):
         """An augmented view per sequence: item drop (compacted) or text-feature drop."""
@@ -386,7 +395,7 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         text_override = use_word_drop[:, None] & real & (uniform(batch, length) < cfg.item_drop_ratio)
         return aug_seq, aug_len, text_override
 
-    def pretrain_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def pretrain_loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.config
         seq, memory, memory_pad = self.encode(batch["item_seq"], batch["item_seq_len"])
         targets = batch["target"]
@@ -400,7 +409,7 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         aug, aug_memory, aug_pad = self.encode(aug_seq, aug_len, override)
         seq_seq = F.cross_entropy((seq @ aug.T).float() / cfg.temperature, labels)
         reg = self.interest_regulariser(memory, memory_pad) + self.interest_regulariser(aug_memory, aug_pad)
-        return seq_item + cfg.seqseq_weight * seq_seq + cfg.reg_weight * reg
+        return {"seq_item": seq_item, "seq_seq": cfg.seqseq_weight * seq_seq, "interest_reg": cfg.reg_weight * reg}
 
     # ---------------------------------------------------------------------------------------
     # Interest discovery

@@ -246,7 +246,7 @@ class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["s
     # Domain data
     # ---------------------------------------------------------------------------------------
     @staticmethod
-    def domain_config(domain) -> dict:
+    def domain_config(domain, config: dict | None = None) -> dict:
         """Config values that come from the domain: item count and feature dimensions."""
         values = {"num_items": domain.num_items}
         for key, name in (("text_dim", "text"), ("image_dim", "image")):

@@ -500,7 +500,7 @@ def export_release(
     """
     if not isinstance(domain, Domain):
         domain = load_domain(domain, data_dir=data_dir)
-    if "members" in domain.manifest:
+    if "members" in domain.manifest or domain.manifest.get("source", {}).get("type") == "mixture":
         raise ValueError(f"{domain.name} is a mixture of domains; export its members one by one")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -601,6 +601,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    if args.domain_arg is not None and args.domain is not None and args.domain_arg != args.domain:
+        raise ValueError(f"two domains given ({args.domain_arg!r} and --domain {args.domain!r}); give one")
+    args.domain = args.domain or args.domain_arg
+    if args.domain is None:
+        raise ValueError("name the domain to export: mmseqrec export release --domain NAME --out DIR")
     written = export_release(args.domain, args.out, args.name or Path(str(args.domain)).name, data_dir=args.data_dir, overwrite=args.overwrite)
     for path in written:
         print(path)
@@ -608,9 +613,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def register_export(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``mmseqrec export release`` (for a CLI that has an ``export`` command)."""
+    """Add ``mmseqrec export release --domain NAME --out DIR``."""
     parser = subparsers.add_parser("release", help="write a prepared domain in the UniSRec/MISSRec release format")
-    parser.add_argument("domain", help="domain name (looked up in --data-dir) or folder")
+    parser.add_argument("domain_arg", nargs="?", default=None, metavar="DOMAIN", help="the domain (same as --domain)")
+    parser.add_argument("--domain", default=None, help="domain name (looked up in --data-dir) or folder")
     parser.add_argument("--out", required=True, type=Path, help="folder to write the release files into")
     parser.add_argument("--name", default=None, help="<Name> prefix of the written files (default: the domain name)")
     parser.add_argument("--data-dir", default=None, help=f"where prepared domains live (default {default_data_dir()})")
