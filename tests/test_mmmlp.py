@@ -166,6 +166,9 @@ def test_id_only_variant_needs_no_features_and_errors_are_clear(tiny_domain):
     with pytest.raises(ValueError, match="title_vectors"):
         with_text.attach_domain(tiny_domain)
     assert np.asarray(tiny_domain.features["image"].present)[list(NO_IMAGE)].sum() == 0
+    # feature dimensions come from the feature sets the config names
+    assert MMMLP.domain_config(tiny_domain) == {"num_items": tiny_domain.num_items, "text_dim": 16, "image_dim": 16}
+    assert "image_dim" not in MMMLP.domain_config(tiny_domain, {"image_feature": "clip_image"})
 
 
 def test_finetune_cli_runs_both_models(tmp_path):

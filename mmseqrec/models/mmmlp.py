@@ -247,9 +247,12 @@ class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["s
     # ---------------------------------------------------------------------------------------
     @staticmethod
     def domain_config(domain, config: dict | None = None) -> dict:
-        """Config values that come from the domain: item count and feature dimensions."""
+        """Config values that come from the domain: item count and the dimensions of the feature
+        sets named by ``text_feature`` / ``image_feature`` (in ``config``, else the defaults)."""
+        config = config or {}
         values = {"num_items": domain.num_items}
-        for key, name in (("text_dim", "text"), ("image_dim", "image")):
+        for key, name_field in (("text_dim", "text_feature"), ("image_dim", "image_feature")):
+            name = config.get(name_field, MMMLPConfig.__dataclass_fields__[name_field].default)
             if name in domain.features:
                 values[key] = domain.features[name].dim
         return values
