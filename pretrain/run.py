@@ -2,6 +2,7 @@
 
     accelerate launch pretrain/run.py                                  # MISSRec, synthetic sources
     accelerate launch pretrain/run.py --config pretrain/configs/missrec-fhckm.yaml
+    accelerate launch pretrain/run.py --config pretrain/configs/unisrec-demo.yaml   # UniSRec, synthetic sources
     accelerate launch pretrain/run.py train.epochs=2 model.hidden_size=64   # overrides
 
 The same command runs on one CPU, one GPU or several processes (``--num_processes``). The config
