@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from accelerate.utils import set_seed
 
 from mmseqrec.config import ConfigError, build_dataclass, deep_merge, load_yaml
 from mmseqrec.data.loading import Domain
@@ -183,6 +184,8 @@ def check_overrides(model_names: Sequence[str], overrides: dict) -> None:
 
 def train_one(spec: RunSpec, domain: Domain, run_dir: Path, accelerator=None, run_info: dict | None = None, quiet: bool = False) -> dict:
     model_cls, _ = model_classes(spec.model_name)
+    # Seed before building the model, so that its initial weights follow the run's seed too.
+    set_seed(spec.train.seed)
     model = model_cls(spec.model_config)
     if spec.checkpoint is not None:
         loaded = load_transferable_weights(model, spec.checkpoint)

@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accelerate.utils import set_seed
+
 from mmseqrec.config import ConfigError, build_dataclass, deep_merge, load_yaml, parse_overrides
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_mixture, resolve_domain_path
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     mixture = load_mixture(data.domains, data_dir=data.data_dir, name=name)
     from_domain = model_cls.domain_config(mixture)
     model_config = build_dataclass(config_cls, {**model_section, **from_domain}, "model")
+    set_seed(train.seed)  # the initial weights follow the seed as well
     model = model_cls(model_config)
 
     run_dir = Path(args.output or config.get("output") or Path("checkpoints") / "pretrain" / name)
