@@ -322,3 +322,17 @@ def test_a_domain_without_text_is_a_clear_error(tmp_path):
     model = UniSRec(UniSRecConfig(num_items=domain.num_items, text_dim=16, hidden_size=16, num_heads=2, inner_size=16))
     with pytest.raises(ValueError, match="needs the text feature set 'text'"):
         model.attach_domain(domain)
+
+
+def test_same_seed_same_run(tmp_path):
+    """The seed covers the initial weights too: two runs with one seed give the same metrics."""
+    from finetune.cli import main as finetune_main
+
+    write_tiny_domain(tmp_path / "data")
+    results = []
+    for k in range(2):
+        args = ["--domain", "Tiny", "--data-dir", str(tmp_path / "data"), "--model", "unisrec@scratch", "--quiet",
+                "--output", str(tmp_path / f"run{k}"), "train.epochs=1", "model.hidden_size=16", "model.inner_size=16"]
+        assert finetune_main(args) == 0
+        results.append(json.loads((tmp_path / f"run{k}" / "results.json").read_text())["runs"]["unisrec (scratch)"][0])
+    assert results[0]["valid"] == results[1]["valid"] and results[0]["test"] == results[1]["test"]
