@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pretrain MISSRec on the synthetic sources, then compare on synthetic targets: MISSRec
 # (pretrained, PEFT), MISSRec (scratch), SASRec, MostPop, several seeds.
-# Usage: [MODELS=...] benchmarks/synthetic_transfer.sh OUT_DIR TARGETS SEEDS PRETRAIN_EPOCHS
+# Usage: [MODELS=...] [PRETRAIN_ARGS='key=value ...'] benchmarks/synthetic_transfer.sh OUT_DIR TARGETS SEEDS PRETRAIN_EPOCHS
 #   e.g. benchmarks/synthetic_transfer.sh runs/transfer syn-Scientific,syn-Office 3 10
 set -euo pipefail
 out=${1:?output folder}; targets=${2:-syn-Scientific,syn-Pantry,syn-Instruments,syn-Arts,syn-Office}
@@ -9,7 +9,7 @@ seeds=${3:-3}; epochs=${4:-10}
 PYTHON=${PYTHON:-python3}
 MODELS=${MODELS:-missrec,missrec@scratch,sasrec,mostpop}
 # The benchmark setting: the demo configs with dropout back on, longer training, patience 10.
-$PYTHON pretrain/run.py --quiet --output "$out/pretrain" train.epochs="$epochs" model.dropout=0.1
+$PYTHON pretrain/run.py --quiet --output "$out/pretrain" train.epochs="$epochs" model.dropout=0.1 ${PRETRAIN_ARGS:-}
 $PYTHON -m finetune.cli --domain "$targets" --checkpoint "$out/pretrain/final" \
   --model "$MODELS" --seeds "$seeds" --output "$out/finetune" --quiet \
   train.epochs=30 train.patience=10 model.dropout=0.1 model.hidden_dropout=0.2 model.attn_dropout=0.2 \

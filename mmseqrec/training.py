@@ -80,6 +80,14 @@ class TrainConfig:
             contrastive pretraining then draws its negatives from the same catalogue as the
             positive, instead of mostly from other domains, which are easy to reject and teach
             little about ranking within a domain. Off by default (the papers mix domains).
+        group_by_length: fill every training batch with rows of similar history length (rows
+            are shuffled, cut into pools of ``length_pool_batches`` batches, each pool sorted by
+            length and cut into batches, and the batch order shuffled). Every batch is padded
+            only to its own longest history, so on short-history domains an epoch costs a
+            fraction of the padded work (measured in BENCHMARKS.md). Off by default: the papers
+            draw batches uniformly, and batches of similar lengths are a different (if
+            unbiased over an epoch) stochastic gradient.
+        length_pool_batches: batches per pool when ``group_by_length`` is on (16).
         keep_checkpoints: complete checkpoints kept in ``<run_dir>/state/`` (2: the newest can be
             lost to a crash while the one before stays); 0 writes none. A fine-tuning run deletes
             its state when it finishes (``best/`` and ``metrics.json`` are its product); a
@@ -107,6 +115,8 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     batch_by_domain: bool = False
+    group_by_length: bool = False
+    length_pool_batches: int = 16
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -156,11 +166,70 @@ class DomainBatchSampler:
         return sum(-(-rows.size // self.batch_size) for rows in self.groups)
 
 
+class LengthGroupedBatchSampler:
+    """Batches of row indices whose histories have similar lengths.
+
+    Every epoch shuffles all rows with a generator seeded by (seed, epoch) (so a resumed run
+    sees the same batches), cuts them into pools of ``pool_batches`` batches, sorts each pool by
+    history length, cuts it into batches and shuffles the order of all batches. Pools keep some
+    randomness in which rows meet; sorting within a pool makes each batch's padded length close
+    to its rows' real lengths.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, pool_batches: int = 16):
+        if pool_batches < 1:
+            raise ValueError(f"length_pool_batches must be >= 1, got {pool_batches}")
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.pool = pool_batches * batch_size
+        self.seed = seed
+        self.epoch = 0
+        self.sampler = self  # accelerate reaches set_epoch through ``.sampler``
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng((self.seed, self.epoch))
+        rows = rng.permutation(self.lengths.size)
+        batches = []
+        for start in range(0, rows.size, self.pool):
+            pool = rows[start : start + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += [pool[i : i + self.batch_size].tolist() for i in range(0, pool.size, self.batch_size)]
+        for k in rng.permutation(len(batches)):
+            yield batches[k]
+
+    def __len__(self) -> int:
+        # Pools are cut separately, so a short last batch can occur at the end of every pool.
+        full, rest = divmod(self.lengths.size, self.pool)
+        return full * -(-self.pool // self.batch_size) + -(-rest // self.batch_size)
+
+
 def make_loader(
     domain: Domain, split: str, batch_size: int, max_len: int, shuffle: bool, seed: int, num_workers: int = 0,
-    by_domain: bool = False,
+    by_domain: bool = False, group_by_length: bool = False, length_pool_batches: int = 16,
 ) -> DataLoader:
+    """The loader of one split. Training loaders (``shuffle``) draw uniform batches unless
+    ``by_domain`` or ``group_by_length`` asks otherwise; evaluation loaders visit the rows in
+    order of history length, which changes no score (every row is scored on its own) and pads
+    each batch only as far as its rows need."""
     examples = domain.splits[split]
+    if by_domain and group_by_length:
+        raise ValueError("train.batch_by_domain and train.group_by_length cannot both be on")
+    if group_by_length and shuffle:
+        return DataLoader(
+            ExampleIndex(len(examples)),
+            batch_sampler=LengthGroupedBatchSampler(np.minimum(examples.lengths(), max_len), batch_size, seed, length_pool_batches),
+            collate_fn=SequenceCollator(examples, max_len),
+            num_workers=num_workers,
+        )
+    if not shuffle:
+        order = np.argsort(np.minimum(examples.lengths(), max_len), kind="stable").tolist()
+        return DataLoader(
+            ExampleIndex(len(examples)), batch_size=batch_size, sampler=order,
+            collate_fn=SequenceCollator(examples, max_len), num_workers=num_workers,
+        )
     if by_domain and shuffle and len(domain.domain_names) > 1:
         row_domain = domain.item_domain[examples.target]
         return DataLoader(
@@ -338,7 +407,8 @@ class Trainer:
 
         if model.trainable:
             train_loader = make_loader(
-                self.domain, "train", cfg.batch_size, cfg.max_len, True, cfg.seed, cfg.num_workers, by_domain=cfg.batch_by_domain
+                self.domain, "train", cfg.batch_size, cfg.max_len, True, cfg.seed, cfg.num_workers, by_domain=cfg.batch_by_domain,
+                group_by_length=cfg.group_by_length, length_pool_batches=cfg.length_pool_batches,
             )
             optimizer = torch.optim.Adam(
                 [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay

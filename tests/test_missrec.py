@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -223,3 +224,37 @@ def test_finetune_without_a_pretrained_model_says_how_to_make_one(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2
     assert "accelerate launch pretrain/run.py" in err and "--from-scratch" in err
+
+
+def test_logq_correction_is_a_no_op_under_a_uniform_prior_and_lowers_popular_logits(tiny):
+    torch.manual_seed(0)
+    batch = batch_of(tiny)
+    model = MISSRec(small_config(tiny, mode="inductive", seqseq_weight=0.0, reg_weight=0.0))
+    model.attach_domain(tiny)
+    apply_stage(model, "pretrain")
+    model.eval()  # no dropout: the two losses see the same scores
+    torch.manual_seed(1)
+    plain = model.pretrain_loss_terms(batch)["seq_item"]
+    model.config.pretrain_negatives = "in_batch_logq"
+    model.target_log_prior.fill_(-3.0)  # uniform: subtracting a constant changes no softmax
+    torch.manual_seed(1)
+    assert torch.allclose(model.pretrain_loss_terms(batch)["seq_item"], plain, atol=1e-5)
+    # The prior comes from the training targets (add-one smoothed): frequent targets get a higher log-share.
+    model.attach_domain(tiny)
+    counts = np.bincount(tiny.splits["train"].target, minlength=tiny.num_items + 1)
+    top, rare = int(counts[1:].argmax()) + 1, int(counts[1:].argmin()) + 1
+    assert model.target_log_prior[top] > model.target_log_prior[rare]
+    assert torch.isclose(model.target_log_prior[1:].exp().sum(), torch.tensor(1.0), atol=1e-4)
+
+
+def test_all_items_pretraining_loss_is_the_full_softmax(tiny):
+    batch = batch_of(tiny)
+    model = MISSRec(small_config(tiny, mode="inductive", pretrain_negatives="all_items"))
+    model.attach_domain(tiny)
+    apply_stage(model, "pretrain")
+    model.eval()
+    seq = model.encode(batch["item_seq"], batch["item_seq_len"])[0]
+    expected = torch.nn.functional.cross_entropy(model.score_items(seq, 1, tiny.num_items + 1), batch["target"] - 1)
+    assert torch.allclose(model.pretrain_loss_terms(batch)["seq_item"], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="pretrain_negatives"):
+        MISSRec(small_config(tiny, pretrain_negatives="sampled"))

@@ -59,6 +59,7 @@ from mmseqrec.interest import discover_interests, num_interests, unique_interest
 from mmseqrec.models.base import Recommender, check_stage, gather_last, init_bert_style
 
 MODES = ("transductive", "inductive")
+PRETRAIN_NEGATIVES = ("in_batch", "in_batch_logq", "all_items")
 
 # nn.Transformer's encoder converts padded batches to nested tensors in eval mode and warns
 # that the API is a prototype on every call; the conversion is correct, the warning is noise.
@@ -93,6 +94,13 @@ class MISSRecConfig:
         knn_k: neighbours for the DPC-KNN density (absolute; 10).
         knn_ratio: if set, use ceil(knn_ratio x tokens) neighbours instead (the paper's
             ``knn_local_ratio``, e.g. 0.2; quadratic in cost, only for small domains).
+        pretrain_negatives: what the pretraining sequence-item loss ranks the target against.
+            ``in_batch`` (the paper's): the other targets of the batch. ``in_batch_logq``: the
+            same, with every logit lowered by the log of its item's share of the training
+            targets (the sampling-bias correction of Yi et al., RecSys 2019): in-batch
+            negatives are drawn by popularity, so the uncorrected loss learns scores without
+            the popularity term that full ranking needs. ``all_items``: a softmax over every
+            item of the (mixed) catalogue, as in fine-tuning; costs B x N scores per batch.
         seqseq_weight: weight lambda of the sequence-sequence contrastive loss (1e-3).
         reg_weight: weight gamma of the interest regulariser (1e-4).
         item_drop_ratio: probability of dropping each non-first item in the augmented view (0.2).
@@ -124,6 +132,7 @@ class MISSRecConfig:
     interest_algorithm: str = "dpc_knn"
     knn_k: int = 10
     knn_ratio: float | None = None
+    pretrain_negatives: str = "in_batch"
     seqseq_weight: float = 1e-3
     reg_weight: float = 1e-4
     item_drop_ratio: float = 0.2
@@ -153,6 +162,8 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
             raise ValueError(f"modalities must be text+image, text or image, got '{config.modalities}'")
         if config.fusion not in ("dynamic", "static"):
             raise ValueError(f"fusion must be dynamic or static, got '{config.fusion}'")
+        if config.pretrain_negatives not in PRETRAIN_NEGATIVES:
+            raise ValueError(f"pretrain_negatives must be one of {', '.join(PRETRAIN_NEGATIVES)}, got '{config.pretrain_negatives}'")
         self.config = config
         self.use_text = "text" in config.modalities
         self.use_image = "image" in config.modalities
@@ -195,6 +206,8 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         self.register_buffer("image_features", torch.zeros(config.num_items + 1, config.image_dim), persistent=False)
         self.register_buffer("image_present", torch.zeros(config.num_items + 1, dtype=torch.bool), persistent=False)
         self.register_buffer("text_aug_features", torch.zeros(0, config.text_dim), persistent=False)
+        # log of each item's share of the training targets (for ``in_batch_logq``).
+        self.register_buffer("target_log_prior", torch.zeros(config.num_items + 1), persistent=False)
         self.features_attached = False
 
     # ---------------------------------------------------------------------------------------
@@ -237,6 +250,9 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
             # Items without an augmented text fall back to their plain text.
             values = np.where(aug.present[:, None], np.asarray(aug.values), np.asarray(domain.features[cfg.text_feature].values))
             self.text_aug_features = torch.as_tensor(values, dtype=torch.float32, device=self.text_features.device)
+        # Add-one smoothing keeps items never seen as a target finite.
+        counts = np.bincount(domain.splits["train"].target, minlength=cfg.num_items + 1)[: cfg.num_items + 1] + 1.0
+        self.target_log_prior.copy_(torch.as_tensor(np.log(counts / counts[1:].sum()), dtype=torch.float32))
         self.features_attached = True
 
     # ---------------------------------------------------------------------------------------
@@ -399,11 +415,16 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         cfg = self.config
         seq, memory, memory_pad = self.encode(batch["item_seq"], batch["item_seq_len"])
         targets = batch["target"]
-        logits = self._fused_scores(seq, targets) / cfg.temperature  # (B, B)
-        # Other rows whose target is the same item are not negatives.
-        same = (targets[:, None] == targets[None, :]) & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device)
         labels = torch.arange(len(targets), device=targets.device)
-        seq_item = F.cross_entropy(logits.float().masked_fill(same, float("-inf")), labels)
+        if cfg.pretrain_negatives == "all_items":
+            seq_item = F.cross_entropy(self.score_items(seq, 1, cfg.num_items + 1).float(), targets - 1)
+        else:
+            logits = self._fused_scores(seq, targets) / cfg.temperature  # (B, B)
+            if cfg.pretrain_negatives == "in_batch_logq":
+                logits = logits - self.target_log_prior[targets][None, :]
+            # Other rows whose target is the same item are not negatives.
+            same = (targets[:, None] == targets[None, :]) & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device)
+            seq_item = F.cross_entropy(logits.float().masked_fill(same, float("-inf")), labels)
 
         aug_seq, aug_len, override = self.augment(batch["item_seq"], batch["item_seq_len"])
         aug, aug_memory, aug_pad = self.encode(aug_seq, aug_len, override)
