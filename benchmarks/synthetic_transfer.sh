@@ -10,8 +10,10 @@ PYTHON=${PYTHON:-python3}
 MODELS=${MODELS:-missrec,missrec@scratch,sasrec,mostpop}
 # The benchmark setting: the demo configs with dropout back on, longer training, patience 10.
 $PYTHON pretrain/run.py --quiet --output "$out/pretrain" train.epochs="$epochs" model.dropout=0.1 ${PRETRAIN_ARGS:-}
+# SASRec's dropout keys only when SASRec runs (a key no model has is an error).
+sasrec_dropout=(); [[ ",$MODELS," == *",sasrec,"* ]] && sasrec_dropout=(model.hidden_dropout=0.2 model.attn_dropout=0.2)
 $PYTHON -m finetune.cli --domain "$targets" --checkpoint "$out/pretrain/final" \
   --model "$MODELS" --seeds "$seeds" --output "$out/finetune" --quiet \
-  train.epochs=30 train.patience=10 model.dropout=0.1 model.hidden_dropout=0.2 model.attn_dropout=0.2 \
+  train.epochs=30 train.patience=10 model.dropout=0.1 "${sasrec_dropout[@]}" \
   > "$out/finetune.log" 2>&1
 tail -n 12 "$out/finetune.log"
