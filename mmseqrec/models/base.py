@@ -131,6 +131,19 @@ class Recommender(nn.Module):
         return model.eval()
 
 
+def content_domain_config(domain, config: dict | None, config_cls, dims: dict[str, str]) -> dict:
+    """Config values that come from the domain for a content-based model: the item count and,
+    for every ``dim_field -> name_field`` of ``dims``, the dimension of the feature set that
+    ``name_field`` names (in ``config``, else the field's default in ``config_cls``)."""
+    config = config or {}
+    values = {"num_items": domain.num_items}
+    for dim_field, name_field in dims.items():
+        name = config.get(name_field, config_cls.__dataclass_fields__[name_field].default)
+        if name in domain.features:
+            values[dim_field] = domain.features[name].dim
+    return values
+
+
 def check_stage(stage: str) -> None:
     if stage not in STAGES:
         raise ValueError(f"unknown stage '{stage}'; expected one of {', '.join(STAGES)}")

@@ -56,7 +56,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from mmseqrec.interest import discover_interests, num_interests, unique_interests
-from mmseqrec.models.base import Recommender, check_stage, gather_last, init_bert_style
+from mmseqrec.models.base import Recommender, content_domain_config, check_stage, gather_last, init_bert_style
 
 MODES = ("transductive", "inductive")
 PRETRAIN_NEGATIVES = ("in_batch", "in_batch_logq", "all_items")
@@ -217,13 +217,7 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     def domain_config(domain, config: dict | None = None) -> dict:
         """Config values that come from the domain: item count and the dimensions of the feature
         sets named by ``text_feature`` / ``image_feature`` (in ``config``, else the defaults)."""
-        config = config or {}
-        values = {"num_items": domain.num_items}
-        for key, name_field in (("text_dim", "text_feature"), ("image_dim", "image_feature")):
-            name = config.get(name_field, MISSRecConfig.__dataclass_fields__[name_field].default)
-            if name in domain.features:
-                values[key] = domain.features[name].dim
-        return values
+        return content_domain_config(domain, config, MISSRecConfig, {"text_dim": "text_feature", "image_dim": "image_feature"})
 
     def attach_domain(self, domain) -> None:
         """Copy the domain's frozen features into the model (not saved with it)."""

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from mmseqrec.models.base import Recommender, init_bert_style
+from mmseqrec.models.base import Recommender, content_domain_config, init_bert_style
 
 MODALITIES = ("text+image", "text", "image", "none")
 ALIGNMENTS = ("recent", "start")
@@ -249,13 +249,7 @@ class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["s
     def domain_config(domain, config: dict | None = None) -> dict:
         """Config values that come from the domain: item count and the dimensions of the feature
         sets named by ``text_feature`` / ``image_feature`` (in ``config``, else the defaults)."""
-        config = config or {}
-        values = {"num_items": domain.num_items}
-        for key, name_field in (("text_dim", "text_feature"), ("image_dim", "image_feature")):
-            name = config.get(name_field, MMMLPConfig.__dataclass_fields__[name_field].default)
-            if name in domain.features:
-                values[key] = domain.features[name].dim
-        return values
+        return content_domain_config(domain, config, MMMLPConfig, {"text_dim": "text_feature", "image_dim": "image_feature"})
 
     def attach_domain(self, domain) -> None:
         """Copy the domain's frozen features and presence masks into the model (not saved with it)."""

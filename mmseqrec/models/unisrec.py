@@ -64,6 +64,7 @@ from mmseqrec.models.base import (
     PostLNTransformerLayer,
     Recommender,
     causal_padding_mask,
+    content_domain_config,
     check_stage,
     gather_last,
     init_bert_style,
@@ -223,11 +224,7 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     def domain_config(domain, config: dict | None = None) -> dict:
         """Config values that come from the domain: the item count and the dimension of the text
         feature set named by ``text_feature`` (in ``config``, else ``text``)."""
-        values = {"num_items": domain.num_items}
-        name = (config or {}).get("text_feature", UniSRecConfig.__dataclass_fields__["text_feature"].default)
-        if name in domain.features:
-            values["text_dim"] = domain.features[name].dim
-        return values
+        return content_domain_config(domain, config, UniSRecConfig, {"text_dim": "text_feature"})
 
     def attach_domain(self, domain) -> None:
         """Copy the domain's frozen text features (and word-dropped text, if any) into the model."""
