@@ -49,7 +49,7 @@ from mmseqrec.runs import (
     timestamp,
     train_one,
 )
-from mmseqrec.training import make_accelerator
+from mmseqrec.training import finish_accelerator, make_accelerator
 
 VARIANTS = ("scratch", "peft", "full")
 
@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     root = output_folder(args, prefix)
     if len(domains) == 1:
         run_domain(args, domains[0], plans[0], root, accelerator)
+        finish_accelerator(accelerator)
         return 0
     summaries = {}
     for domain, specs in zip(domains, plans):
@@ -151,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         table = format_cross_domain_table(summaries)
         (root / "results.md").write_text(table + "\n")
         print(f"\n{table}\n\nall runs: {root}")
+    finish_accelerator(accelerator)
     return 0
 
 

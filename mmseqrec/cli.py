@@ -43,7 +43,7 @@ def load_run_model(run_dir: str):
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from mmseqrec.training import evaluate, make_accelerator, make_loader
+    from mmseqrec.training import evaluate, finish_accelerator, make_accelerator, make_loader
 
     accelerator = make_accelerator(cpu=args.cpu)
     domain = load_domain(args.domain, data_dir=args.data_dir)
@@ -63,6 +63,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 handle.write(text + "\n")
         else:
             print(text)
+    finish_accelerator(accelerator)
     return 0
 
 

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: finetune.cli imports the training stack, which `mmseqrec info` does not need.
     from finetune.cli import plan_runs, run_domain
     from mmseqrec.runs import pretrainable
-    from mmseqrec.training import make_accelerator
+    from mmseqrec.training import finish_accelerator, make_accelerator
 
     if args.seeds < 1:
         raise ValueError("--seeds must be at least 1")
@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             title = f"{domain.name}: test metrics" + (f", mean ± sd over {args.seeds} seeds" if args.seeds > 1 else "")
             write_bar_chart(summary, output / "results.png", title)
         print(f"table, CSV and chart: {output / 'results.md'}, {output / 'results.csv'}" + ("" if args.no_plot else f", {output / 'results.png'}"))
+    finish_accelerator(accelerator)
     return 0
 
 

@@ -326,6 +326,17 @@ def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelera
     )
 
 
+def finish_accelerator(accelerator: Accelerator) -> None:
+    """Close the process group once every process is done.
+
+    Without this, a gloo worker can abort at interpreter exit ("terminate called without an
+    active exception") while its communication threads are still being torn down, which turns a
+    finished multi-process run into a failed command.
+    """
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
 class Trainer:
     """Train ``model`` on ``domain`` with ``config``, writing everything into ``run_dir``.
 

@@ -33,7 +33,7 @@ from mmseqrec.config import ConfigError, build_dataclass, deep_merge, load_yaml,
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_mixture, resolve_domain_path
 from mmseqrec.models import model_classes
-from mmseqrec.training import TrainConfig, Trainer, make_accelerator
+from mmseqrec.training import TrainConfig, Trainer, finish_accelerator, make_accelerator
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIGS / "demo.yaml"
@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.output or config.get("output") or Path("checkpoints") / "pretrain" / name)
     info = {"data": {"domains": data.domains, "data_dir": data.data_dir}, "name": name, "config_file": str(args.config), "command": args.command}
     Trainer(model, mixture, train, run_dir, accelerator=accelerator, run_info=info, quiet=args.quiet, resume=args.resume).fit()
+    finish_accelerator(accelerator)
     return 0
 
 
