@@ -2,12 +2,15 @@
 
     python benchmarks/epoch_time.py --domain Scientific --model sasrec
     python benchmarks/epoch_time.py --domain Office --model missrec --threads 1 model.modalities=text
+    python benchmarks/epoch_time.py --domain Scientific --model mmmlp --threads 1 [--untrimmed]
 
 Builds the model exactly as ``finetune`` would (its YAML config, the domain's config, the
 overrides), then times one epoch of ``loss(); backward(); step()`` over the train split with
 uniform batches and with length-grouped batches, and one evaluation pass over the valid split in
 history-length order (what the evaluator now does) and in the split's natural order. Prints a
 Markdown table; also the rows' total padded length, the work both batchings pad to.
+``--untrimmed`` makes MMMLP run every batch over all its ``max_len`` window slots, as it did
+before it learnt to skip the slots that are padding in every row of a batch.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="sasrec")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--untrimmed", action="store_true", help="MMMLP: compute all max_len window slots of every batch")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -77,6 +81,10 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         model = model_cls(spec.model_config)
         model.attach_domain(domain)
+        if args.untrimmed:
+            if not hasattr(model, "trim_window"):
+                parser.error(f"--untrimmed applies to MMMLP only, not {args.model}")
+            model.trim_window = False
         apply_stage(model, "finetune")
         if hasattr(model, "on_epoch_start"):
             model.on_epoch_start(0)
@@ -94,7 +102,7 @@ def main(argv=None) -> int:
 
     real = int(np.minimum(domain.splits["train"].lengths(), cfg.max_len).sum())
     print(f"{args.model} on {domain.name}: {len(domain.splits['train']):,} train rows ({real:,} history items), "
-          f"batch {cfg.batch_size}; torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}")
+          f"batch {cfg.batch_size}{', untrimmed window' if args.untrimmed else ''}; torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}")
     print("\n| pass | batches | padded positions | seconds |\n|---|---|---|---|")
     for name, batches, tokens, seconds in rows:
         print(f"| train epoch, {name} | {batches} | {tokens:,} | {seconds:.1f} |")

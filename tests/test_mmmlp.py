@@ -148,6 +148,34 @@ def test_sizes_are_configurable_and_batch_padding_does_not_matter(tiny_domain):
     assert torch.allclose(model(wide), repr_narrow, atol=1e-6)
 
 
+@pytest.mark.parametrize("align", ["recent", "start"])
+def test_trimming_the_window_to_the_used_slots_changes_no_output(tiny_domain, align):
+    torch.manual_seed(0)
+    model = _model(tiny_domain, align=align, max_len=12, fusion_layers=1).eval()
+    # short rows only (3 of 12 slots used), mixed lengths, and a row longer than the window
+    for histories in ([[3, 4], [5, 6, 7], [1]], [[3, 4, 5, 6, 7], [2, 8], [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 1]]):
+        batch = _batch(histories)
+        trimmed = model(batch)
+        window, _, first_slot = model._window(batch)
+        assert window.shape[1] == min(max(len(h) for h in histories), 12)
+        model.trim_window = False
+        full = model(batch)
+        model.trim_window = True
+        assert torch.allclose(trimmed, full, atol=1e-5)
+    # and the gradients of a training step are the same
+    model.train()
+    batch = {**_batch([[3, 4], [5, 6, 7], [1]]), "target": torch.tensor([5, 8, 2])}
+    grads = []
+    for trim in (True, False):
+        model.zero_grad()
+        model.trim_window = trim
+        model.loss(batch).backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    model.trim_window = True
+    assert len(grads[0]) == len(grads[1])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
 def test_fixed_window_keeps_the_most_recent_items():
     seq = torch.tensor([[1, 2, 3, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
     lengths = torch.tensor([3, 6])

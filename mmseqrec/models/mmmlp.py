@@ -155,17 +155,36 @@ class MixerBlock(nn.Module):
             nn.Linear(channel_expansion * width, width), nn.Dropout(dropout),
         )
 
-    def forward(self, x: torch.Tensor, present: torch.Tensor | None = None, compute: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, present: torch.Tensor | None = None, compute: torch.Tensor | None = None, first_slot: int = 0,
+    ) -> torch.Tensor:
         """x (B, T, D); present (B, T) bool: tokens that take part in token mixing (default all);
-        compute (B, T) bool: tokens whose output is needed (default all)."""
+        compute (B, T) bool: tokens whose output is needed (default all).
+
+        ``x`` may hold only the slots ``first_slot .. first_slot + T - 1`` of the block's
+        ``num_tokens``, when every other slot is padding in every row: a padding slot is zeroed
+        before token mixing (it adds nothing to the hidden units) and its output is never read,
+        so leaving it out changes no output of the kept slots and saves most of the work on
+        short histories.
+        """
         mixed = self.token_norm(x)
         if present is not None:
             mixed = mixed * present[..., None].to(mixed.dtype)
-        x = x + self.token_mlp(mixed.transpose(1, 2)).transpose(1, 2)
+        x = x + self._token_mixing(mixed.transpose(1, 2), first_slot).transpose(1, 2)
         if compute is None:
             return x + self.channel_mlp(self.channel_norm(x))
         needed = x[compute]
         return x.index_put((compute,), needed + self.channel_mlp(self.channel_norm(needed)))
+
+    def _token_mixing(self, columns: torch.Tensor, first_slot: int) -> torch.Tensor:
+        """The token MLP on (B, D, T) inputs holding slots ``first_slot .. first_slot + T - 1``."""
+        expand, activation, hidden_dropout, contract, output_dropout = self.token_mlp
+        slots = columns.shape[-1]
+        if first_slot == 0 and slots == expand.in_features:
+            return self.token_mlp(columns)
+        kept = slice(first_slot, first_slot + slots)
+        hidden = hidden_dropout(activation(F.linear(columns, expand.weight[:, kept], expand.bias)))
+        return output_dropout(F.linear(hidden, contract.weight[kept], contract.bias[kept]))
 
 
 class MixerBranch(nn.Module):
@@ -182,12 +201,13 @@ class MixerBranch(nn.Module):
         )
         self.depth = depth
 
-    def forward(self, x: torch.Tensor, present: torch.Tensor, compute: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, L, D) slot inputs; present: slots that feed token mixing; compute: slots whose
-        states are needed (the item slots; a missing modality's slot is still read if newest)."""
+    def forward(self, x: torch.Tensor, present: torch.Tensor, compute: torch.Tensor | None = None, first_slot: int = 0) -> torch.Tensor:
+        """x (B, T, D) inputs of slots ``first_slot ..`` (T <= L; see ``MixerBlock.forward``);
+        present: slots that feed token mixing; compute: slots whose states are needed (the item
+        slots; a missing modality's slot is still read if newest)."""
         x = self.input_dropout(self.input_norm(x))
         for layer in range(self.depth):
-            x = self.blocks[layer % len(self.blocks)](x, present, compute)
+            x = self.blocks[layer % len(self.blocks)](x, present, compute, first_slot)
         return x
 
 
@@ -238,6 +258,9 @@ class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["s
             self.register_buffer(f"{modality}_features", torch.zeros(config.num_items + 1, dim), persistent=False)
             self.register_buffer(f"{modality}_present", torch.zeros(config.num_items + 1, dtype=torch.bool), persistent=False)
         self.features_attached = not self.content
+        # Compute only the window slots some row of the batch uses (exact; see ``_window``).
+        # Not configuration: False exists to check that trimming changes nothing.
+        self.trim_window = True
 
     def _feature_dim(self, modality: str) -> int:
         return self.config.text_dim if modality == "text" else self.config.image_dim
@@ -288,16 +311,34 @@ class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["s
         out[present] = projected[inverse].to(out.dtype)
         return out, present
 
+    def _window(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The batch's histories in the fixed window, cut to the slots some row uses.
+
+        Returns the (B, T) window slots ``first_slot .. first_slot + T - 1``, the readout slot of
+        each row within them, and ``first_slot``. Slots that are padding in every row are left
+        out (``trim_window``, on by default; the outputs are the same, see ``MixerBlock``):
+        with length-grouped batches most batches need a handful of the 50 slots.
+        """
+        cfg = self.config
+        window, newest = fixed_window(batch["item_seq"], batch["item_seq_len"], cfg.max_len, cfg.align)
+        if not self.trim_window:
+            return window, newest, 0
+        used = int(batch["item_seq_len"].clamp(max=cfg.max_len).max())
+        if cfg.align == "recent":
+            first_slot = cfg.max_len - used
+            return window[:, first_slot:], newest - first_slot, first_slot
+        return window[:, :used], newest, 0
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if not self.features_attached:
             raise RuntimeError("MMMLP needs its item features: call model.attach_domain(domain) first")
-        window, newest = fixed_window(batch["item_seq"], batch["item_seq_len"], self.config.max_len, self.config.align)
+        window, newest, first_slot = self._window(batch)
         rows = torch.arange(window.shape[0], device=window.device)
         real = window > 0
-        streams = [self.id_branch(self.item_embedding(window), real, real)[rows, newest]]
+        streams = [self.id_branch(self.item_embedding(window), real, real, first_slot)[rows, newest]]
         for modality in self.content:
             features, present = self._projected(modality, window)
-            streams.append(self.content_branches[modality](features, present, real)[rows, newest])
+            streams.append(self.content_branches[modality](features, present, real, first_slot)[rows, newest])
         fused = torch.stack(streams, dim=1)  # (B, modalities, D)
         for block in self.fusion_blocks:
             fused = block(fused)
