@@ -164,8 +164,8 @@ class MixerBlock(nn.Module):
         ``x`` may hold only the slots ``first_slot .. first_slot + T - 1`` of the block's
         ``num_tokens``, when every other slot is padding in every row: a padding slot is zeroed
         before token mixing (it adds nothing to the hidden units) and its output is never read,
-        so leaving it out changes no output of the kept slots and saves most of the work on
-        short histories.
+        so leaving it out changes no output of the kept slots. It saves the token-mixing matrix
+        products' share of those slots (the hidden layer keeps its 4 x ``num_tokens`` units).
         """
         mixed = self.token_norm(x)
         if present is not None:
