@@ -143,15 +143,14 @@ def run(args: argparse.Namespace) -> int:
     root = output_folder(args, prefix)
     if len(domains) == 1:
         run_domain(args, domains[0], plans[0], root, accelerator)
-        finish_accelerator(accelerator)
-        return 0
-    summaries = {}
-    for domain, specs in zip(domains, plans):
-        summaries[domain.name] = run_domain(args, domain, specs, root / domain.name, accelerator)
-    if accelerator.is_main_process:
-        table = format_cross_domain_table(summaries)
-        (root / "results.md").write_text(table + "\n")
-        print(f"\n{table}\n\nall runs: {root}")
+    else:
+        summaries = {}
+        for domain, specs in zip(domains, plans):
+            summaries[domain.name] = run_domain(args, domain, specs, root / domain.name, accelerator)
+        if accelerator.is_main_process:
+            table = format_cross_domain_table(summaries)
+            (root / "results.md").write_text(table + "\n")
+            print(f"\n{table}\n\nall runs: {root}")
     finish_accelerator(accelerator)
     return 0
 

@@ -179,10 +179,7 @@ class MixerBlock(nn.Module):
     def _token_mixing(self, columns: torch.Tensor, first_slot: int) -> torch.Tensor:
         """The token MLP on (B, D, T) inputs holding slots ``first_slot .. first_slot + T - 1``."""
         expand, activation, hidden_dropout, contract, output_dropout = self.token_mlp
-        slots = columns.shape[-1]
-        if first_slot == 0 and slots == expand.in_features:
-            return self.token_mlp(columns)
-        kept = slice(first_slot, first_slot + slots)
+        kept = slice(first_slot, first_slot + columns.shape[-1])
         hidden = hidden_dropout(activation(F.linear(columns, expand.weight[:, kept], expand.bias)))
         return output_dropout(F.linear(hidden, contract.weight[kept], contract.bias[kept]))
 
@@ -320,14 +317,12 @@ class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["s
         with length-grouped batches most batches need a handful of the 50 slots.
         """
         cfg = self.config
-        window, newest = fixed_window(batch["item_seq"], batch["item_seq_len"], cfg.max_len, cfg.align)
-        if not self.trim_window:
-            return window, newest, 0
-        used = int(batch["item_seq_len"].clamp(max=cfg.max_len).max())
-        if cfg.align == "recent":
-            first_slot = cfg.max_len - used
-            return window[:, first_slot:], newest - first_slot, first_slot
-        return window[:, :used], newest, 0
+        lengths = batch["item_seq_len"]
+        used = int(lengths.clamp(max=cfg.max_len).max()) if self.trim_window else cfg.max_len
+        # A window of `used` slots is exactly the used part of the full one: the last `used`
+        # slots when the newest item sits in the last slot, the first `used` otherwise.
+        window, newest = fixed_window(batch["item_seq"], lengths, used, cfg.align)
+        return window, newest, (cfg.max_len - used if cfg.align == "recent" else 0)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if not self.features_attached:
