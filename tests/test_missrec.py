@@ -258,3 +258,51 @@ def test_all_items_pretraining_loss_is_the_full_softmax(tiny):
     assert torch.allclose(model.pretrain_loss_terms(batch)["seq_item"], expected, atol=1e-5)
     with pytest.raises(ValueError, match="pretrain_negatives"):
         MISSRec(small_config(tiny, pretrain_negatives="sampled"))
+
+
+def test_feature_dropout_acts_in_training_only(tiny):
+    torch.manual_seed(0)
+    model = MISSRec(small_config(tiny, dropout=0.0, feature_dropout=0.5))
+    model.attach_domain(tiny)
+    model.refresh_interests()
+    batch = batch_of(tiny, "test")
+    model.eval()
+    assert torch.equal(model.score_all(batch), model.score_all(batch))
+    plain = MISSRec(small_config(tiny, dropout=0.0))
+    plain.load_state_dict(model.state_dict())
+    plain.attach_domain(tiny)
+    plain.eval()
+    assert torch.equal(plain.score_all(batch), model.score_all(batch))
+    model.train()
+    torch.manual_seed(1)
+    first = model.encode(batch["item_seq"], batch["item_seq_len"])[0]
+    second = model.encode(batch["item_seq"], batch["item_seq_len"])[0]
+    assert not torch.allclose(first, second)
+
+
+def test_moe_adapter_trains_in_peft_and_clusters_deterministically(tiny):
+    torch.manual_seed(0)
+    model = MISSRec(small_config(tiny, adapter="moe", adapter_experts=3))
+    model.attach_domain(tiny)
+    trainable = apply_stage(model, "peft")
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("text_adapter.experts.2.") for n in names)
+    assert not any(n.startswith("transformer.") for n in names)
+    assert trainable == sum(p.numel() for n, p in model.named_parameters() if n in names)
+    model.train()
+    model.refresh_interests()
+    labels = model.text_interest.clone()
+    model.refresh_interests()  # gate noise would change the tokens between two calls
+    assert torch.equal(labels, model.text_interest)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = batch_of(tiny)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = model.loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="adapter must be linear or moe"):
+        MISSRec(small_config(tiny, adapter="mlp"))

@@ -27,6 +27,12 @@ Parameter-efficient fine-tuning (stage ``peft``) trains the adapters, the input 
 alpha and, in transductive mode, the ID table; positions and the whole transformer are frozen.
 With the paper's configuration that is 308,401 parameters (+ 300 x (items + 1) with IDs).
 
+Two options outside the paper, both off by default, let the adapters be compared with
+UniSRec's: ``adapter: moe`` replaces each linear adapter by UniSRec's mixture of
+parametric-whitening experts, and ``feature_dropout`` drops feature dimensions before the adapters
+in training (measured on the synthetic corpus in
+``benchmarks/results/synthetic-transfer/zero-shot-by-epoch/``).
+
 Corrections to the released code (each on by default; spec ``missrec.md`` section 7):
 - **Missing modalities are masked.** The released code feeds an all-zero feature row through the
   adapter, so every image-less item enters the decoder, the clustering and the fused score as
@@ -57,6 +63,7 @@ from torch import nn
 
 from mmseqrec.interest import discover_interests, num_interests, unique_interests
 from mmseqrec.models.base import Recommender, content_domain_config, check_stage, gather_last, init_bert_style
+from mmseqrec.models.unisrec import MoEAdaptor
 
 MODES = ("transductive", "inductive")
 PRETRAIN_NEGATIVES = ("in_batch", "in_batch_logq", "all_items")
@@ -84,6 +91,11 @@ class MISSRecConfig:
         num_encoder_layers: interest encoder layers (1).
         num_decoder_layers: item decoder layers (1).
         dropout: dropout everywhere, attention probabilities included (0.5).
+        adapter: ``linear`` (the paper's: one Linear per modality) or ``moe`` (UniSRec's
+            mixture of ``adapter_experts`` parametric-whitening experts with a noisy gate).
+        adapter_experts: experts of a ``moe`` adapter (8).
+        feature_dropout: dropout on the frozen feature vectors before the adapters, in training
+            only (0.0, as in the paper; UniSRec applies 0.2 before its experts).
         layer_norm_eps: epsilon of every LayerNorm (1e-12).
         initializer_range: std of the N(0, std) initialisation of positions, IDs and the
             transformer's linear layers (0.02; the adapters keep PyTorch's default init).
@@ -124,6 +136,9 @@ class MISSRecConfig:
     num_encoder_layers: int = 1
     num_decoder_layers: int = 1
     dropout: float = 0.5
+    adapter: str = "linear"
+    adapter_experts: int = 8
+    feature_dropout: float = 0.0
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     temperature: float = 0.07
@@ -149,7 +164,7 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     transferable_prefixes = ("transformer.", "position_embedding.", "input_norm.", "text_adapter.", "image_adapter.", "fusion_alpha")
     architecture_fields = (
         "text_dim", "image_dim", "modalities", "max_len", "hidden_size", "num_heads", "inner_size",
-        "num_encoder_layers", "num_decoder_layers", "layer_norm_eps", "fusion",
+        "num_encoder_layers", "num_decoder_layers", "layer_norm_eps", "fusion", "adapter", "adapter_experts",
     )
 
     def __init__(self, config: MISSRecConfig):
@@ -162,6 +177,8 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
             raise ValueError(f"modalities must be text+image, text or image, got '{config.modalities}'")
         if config.fusion not in ("dynamic", "static"):
             raise ValueError(f"fusion must be dynamic or static, got '{config.fusion}'")
+        if config.adapter not in ("linear", "moe"):
+            raise ValueError(f"adapter must be linear or moe, got '{config.adapter}'")
         if config.pretrain_negatives not in PRETRAIN_NEGATIVES:
             raise ValueError(f"pretrain_negatives must be one of {', '.join(PRETRAIN_NEGATIVES)}, got '{config.pretrain_negatives}'")
         self.config = config
@@ -189,8 +206,8 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         # layers (its packed attention in-projections keep nn.Transformer's xavier init)...
         self.apply(lambda module: init_bert_style(module, config.initializer_range))
         # ...and the adapters, created afterwards, keep PyTorch's default Linear init.
-        self.text_adapter = nn.Linear(config.text_dim, width) if self.use_text else None
-        self.image_adapter = nn.Linear(config.image_dim, width) if self.use_image else None
+        self.text_adapter = self._make_adapter(config.text_dim) if self.use_text else None
+        self.image_adapter = self._make_adapter(config.image_dim) if self.use_image else None
         self.fusion_alpha = nn.Parameter(torch.zeros(()))
 
         # Interest state, refreshed before every epoch; saved with the model so that a saved
@@ -209,6 +226,13 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         # log of each item's share of the training targets (for ``in_batch_logq``).
         self.register_buffer("target_log_prior", torch.zeros(config.num_items + 1), persistent=False)
         self.features_attached = False
+
+    def _make_adapter(self, input_dim: int) -> nn.Module:
+        cfg = self.config
+        if cfg.adapter == "linear":
+            return nn.Linear(input_dim, cfg.hidden_size)
+        # Feature dropout is applied before any adapter (``_adapted``), so the experts add none.
+        return MoEAdaptor(input_dim, cfg.hidden_size, cfg.adapter_experts, 0.0, cfg.initializer_range, noise=True)
 
     # ---------------------------------------------------------------------------------------
     # Domain data
@@ -271,16 +295,17 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         position. Positions that use the augmented text feature are adapted separately.
         """
         unique, inverse = torch.unique(ids, return_inverse=True)
+        drop = lambda features: F.dropout(features, self.config.feature_dropout, self.training)  # noqa: E731
         text = image = None
         if self.use_text:
-            adapted = self.text_adapter(self.text_features[unique]) * self.text_present[unique][:, None]
+            adapted = self.text_adapter(drop(self.text_features[unique])) * self.text_present[unique][:, None]
             text = adapted[inverse]
             if text_override is not None and self.text_aug_features.numel() and bool(text_override.any()):
                 swapped = ids[text_override]
-                aug = self.text_adapter(self.text_aug_features[swapped]) * self.text_present[swapped][:, None]
+                aug = self.text_adapter(drop(self.text_aug_features[swapped])) * self.text_present[swapped][:, None]
                 text = text.masked_scatter(text_override[..., None], aug)
         if self.use_image:
-            adapted = self.image_adapter(self.image_features[unique]) * self.image_present[unique][:, None]
+            adapted = self.image_adapter(drop(self.image_features[unique])) * self.image_present[unique][:, None]
             image = adapted[inverse]
         return text, image
 
@@ -439,10 +464,14 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
             present = torch.nonzero(getattr(self, f"{slot}_present")).squeeze(1)
             adapter = getattr(self, f"{slot}_adapter")
             features = getattr(self, f"{slot}_features")
+            # The clustering sees the adapters as evaluation does: a ``moe`` gate adds no noise.
+            was_training = adapter.training
+            adapter.eval()
             for start in range(0, len(present), chunk):
                 ids = present[start : start + chunk]
                 tokens.append(adapter(features[ids]).float())
                 keys.append(ids + offset * (self.config.num_items + 1))
+            adapter.train(was_training)
         return torch.cat(tokens), torch.cat(keys)
 
     @torch.no_grad()
