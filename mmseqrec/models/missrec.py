@@ -205,7 +205,8 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         # As in the released model: N(0, std) for positions, IDs and the transformer's Linear
         # layers (its packed attention in-projections keep nn.Transformer's xavier init)...
         self.apply(lambda module: init_bert_style(module, config.initializer_range))
-        # ...and the adapters, created afterwards, keep PyTorch's default Linear init.
+        # ...and the adapters, created afterwards, keep their own init (PyTorch's default for the
+        # paper's Linear adapters, N(0, std) experts and zero gates for ``adapter: moe``).
         self.text_adapter = self._make_adapter(config.text_dim) if self.use_text else None
         self.image_adapter = self._make_adapter(config.image_dim) if self.use_image else None
         self.fusion_alpha = nn.Parameter(torch.zeros(()))
