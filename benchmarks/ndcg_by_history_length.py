@@ -12,6 +12,7 @@ import numpy as np
 
 from mmseqrec.cli import load_run_model
 from mmseqrec.data.loading import load_domain
+from mmseqrec.metrics import metrics_from_ranks
 from mmseqrec.training import evaluate, make_accelerator, make_loader
 
 BUCKETS = ((1, 3), (3, 5), (5, 8), (8, 15), (15, 10**9))
@@ -37,12 +38,12 @@ def main() -> None:
             result = evaluate(model, make_loader(domain, split, 1024, 50, False, 0), accelerator, domain.num_items)
             ranks, rows = np.asarray(result["ranks"]), np.asarray(result["rows"])
             lengths = domain.splits[split].lengths()[rows]
-            gains = np.where(ranks <= 10, 1.0 / np.log2(ranks + 1.0), 0.0)  # ranks are 1-based
+            ndcg = lambda rows: metrics_from_ranks(ranks[rows])["ndcg@10"]  # noqa: E731
             cells = []
             for lo, hi in BUCKETS:
                 inside = (lengths >= lo) & (lengths < hi)
-                cells.append(f"{gains[inside].mean():.4f} ({inside.sum()})" if inside.any() else "-")
-            print(f"| {run} | {split} | {gains.mean():.4f} | {' | '.join(cells)} |")
+                cells.append(f"{ndcg(inside):.4f} ({inside.sum()})" if inside.any() else "-")
+            print(f"| {run} | {split} | {ndcg(slice(None)):.4f} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

@@ -13,28 +13,39 @@ import sys
 import mmseqrec.training as training
 
 _make_loader, _evaluate = training.make_loader, training.evaluate
-_test_loader = {}
+_train_epoch = training.Trainer._train_epoch
+# The epoch just trained (None outside the loop: the final valid and test scoring of the best
+# weights is not traced).
+_state = {"test_loader": None, "epochs_trained": 0, "epoch": None}
 
 
 def _make_loader_keeping_test(domain, split, *args, **kwargs):
     loader = _make_loader(domain, split, *args, **kwargs)
     if split == "test":
-        _test_loader["loader"] = loader
+        _state["test_loader"] = loader
     return loader
 
 
+def _train_epoch_counted(self, *args, **kwargs):
+    loss = _train_epoch(self, *args, **kwargs)
+    _state["epoch"] = _state["epochs_trained"]
+    _state["epochs_trained"] += 1
+    return loss
+
+
 def _evaluate_with_test(model, loader, accelerator, num_items, *args, **kwargs):
+    """Evaluate as asked; right after a training epoch, also score test and print both."""
     result = _evaluate(model, loader, accelerator, num_items, *args, **kwargs)
-    test = _evaluate(model, _test_loader["loader"], accelerator, num_items, *args, **kwargs)
-    _evaluate_with_test.calls += 1
-    print(f"TRACE {_evaluate_with_test.calls - 1} valid {result['metrics']['ndcg@10']:.4f} test {test['metrics']['ndcg@10']:.4f}", flush=True)
+    if _state["epoch"] is not None:
+        test = _evaluate(model, _state["test_loader"], accelerator, num_items, *args, **kwargs)
+        print(f"TRACE {_state['epoch']} valid {result['metrics']['ndcg@10']:.4f} test {test['metrics']['ndcg@10']:.4f}", flush=True)
+        _state["epoch"] = None
     return result
 
 
-_evaluate_with_test.calls = 0
-
 if __name__ == "__main__":
     training.make_loader, training.evaluate = _make_loader_keeping_test, _evaluate_with_test
+    training.Trainer._train_epoch = _train_epoch_counted
     from finetune.cli import main
 
     sys.exit(main(sys.argv[1:]))
