@@ -23,19 +23,23 @@ import yaml
 
 from mmseqrec.cli import load_run_model
 from mmseqrec.data.loading import load_domain
+from mmseqrec.metrics import ndcg_per_row
 from mmseqrec.training import evaluate, make_accelerator, make_loader
 
 
-def per_user_ndcg(run: str, domain, split: str, accelerator, k: int = 10) -> np.ndarray:
-    """(rows,) NDCG@k of one run on ``split``, in the split's row order."""
+def per_user_ndcg(run: str, domain, splits: list[str], accelerator, k: int = 10) -> dict[str, np.ndarray]:
+    """{split: (rows,) NDCG@k of one run, in the split's row order}; the run is loaded once."""
     max_len = int(yaml.safe_load((Path(run) / "config.yaml").read_text())["train"]["max_len"])
     model = load_run_model(run)
     model.attach_domain(domain)
     model.eval()
-    result = evaluate(model, make_loader(domain, split, 1024, max_len, False, 0), accelerator, domain.num_items)
-    ranks = np.empty(len(domain.splits[split]), dtype=np.int64)
-    ranks[result["rows"]] = result["ranks"]  # ranks are 1-based
-    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+    scores = {}
+    for split in splits:
+        result = evaluate(model, make_loader(domain, split, 1024, max_len, False, 0), accelerator, domain.num_items)
+        ranks = np.empty(len(domain.splits[split]), dtype=np.int64)
+        ranks[result["rows"]] = result["ranks"]  # evaluate may return rows out of order
+        scores[split] = ndcg_per_row(ranks, k)
+    return scores
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> tuple[float, float, float]:
@@ -60,9 +64,12 @@ def main() -> None:
     domain = load_domain(args.domain, data_dir=args.data_dir)
     print("| domain | split | users | A N@10 | B N@10 | A - B | 95% interval | P(A > B) |")
     print("|---|---|---|---|---|---|---|---|")
-    for split in args.splits.split(","):
-        a = np.mean([per_user_ndcg(run, domain, split, accelerator) for run in args.a], axis=0)
-        b = np.mean([per_user_ndcg(run, domain, split, accelerator) for run in args.b], axis=0)
+    splits = args.splits.split(",")
+    group_a = [per_user_ndcg(run, domain, splits, accelerator) for run in args.a]
+    group_b = [per_user_ndcg(run, domain, splits, accelerator) for run in args.b]
+    for split in splits:
+        a = np.mean([scores[split] for scores in group_a], axis=0)
+        b = np.mean([scores[split] for scores in group_b], axis=0)
         low, high, ahead = paired_interval(a, b, args.resamples, args.seed)
         print(
             f"| {args.domain} | {split} | {a.size} | {a.mean():.4f} | {b.mean():.4f} | {a.mean() - b.mean():+.4f} "

@@ -89,6 +89,11 @@ def rank_targets(
     return rank
 
 
+def ndcg_per_row(ranks: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k of each row from its target's 1-based rank (one target per row: 1/log2(rank+1))."""
+    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
 def metrics_from_ranks(ranks: torch.Tensor | np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """Recall@K (= hit rate, one target per row), NDCG@K and MRR@K averaged over rows."""
     ranks_np = ranks.detach().cpu().numpy() if isinstance(ranks, torch.Tensor) else np.asarray(ranks)
@@ -101,7 +106,7 @@ def metrics_from_ranks(ranks: torch.Tensor | np.ndarray, ks: Sequence[int] = DEF
     for k in ks:
         hit = ranks_np <= k
         out[f"recall@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks_np + 1.0), 0.0).mean())
+        out[f"ndcg@{k}"] = float(ndcg_per_row(ranks_np, k).mean())
         out[f"mrr@{k}"] = float(np.where(hit, 1.0 / ranks_np, 0.0).mean())
     return out
 
