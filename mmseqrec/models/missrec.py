@@ -62,7 +62,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from mmseqrec.interest import discover_interests, num_interests, unique_interests
-from mmseqrec.models.base import Recommender, content_domain_config, check_stage, gather_last, init_bert_style
+from mmseqrec.models.base import Recommender, content_domain_config, check_stage, gather_last, init_bert_style, keep_most_recent
 from mmseqrec.models.unisrec import MoEAdaptor
 
 MODES = ("transductive", "inductive")
@@ -331,8 +331,11 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         cos = torch.stack(cosines, dim=-1)  # (B, M, modalities)
         avail = torch.stack(present, dim=-1)
         weights_logits = (self.fusion_alpha * cos) if self.config.fusion == "dynamic" else torch.zeros_like(cos)
-        weights_logits = weights_logits.masked_fill(~avail, float("-inf"))
-        weights = torch.softmax(weights_logits, dim=-1).nan_to_num(0.0)  # items with no content: 0
+        # Softmax over the modalities an item has; an item with none gets weight 0 everywhere
+        # (its logits are set to 0 first so that the softmax has something finite to normalise).
+        has_content = avail.any(dim=-1, keepdim=True)
+        weights_logits = weights_logits.masked_fill(~avail, float("-inf")).masked_fill(~has_content, 0.0)
+        weights = torch.softmax(weights_logits, dim=-1) * avail
         fused = (weights * cos).sum(-1)
         if id_vectors is not None:
             fused = (seq @ id_vectors.T + 2 * fused) / 3
@@ -353,14 +356,20 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         """Sequence vectors (B, D), L2-normalised, and the encoded interests for the regulariser."""
         if not self.features_attached:
             raise RuntimeError("MISSRec needs its item features: call model.attach_domain(domain) first")
-        item_seq = item_seq[:, : self.config.max_len]
+        if text_override is None:
+            item_seq, lengths = keep_most_recent(item_seq, lengths, self.config.max_len)
+        else:
+            item_seq, lengths, text_override = keep_most_recent(item_seq, lengths, self.config.max_len, text_override)
         interests = self._interest_ids(item_seq)
         memory_pad = interests == 0
         # A row with no interest at all (no item has content) keeps one zero token so that
-        # attention stays finite.
+        # attention stays finite. The token bypasses the encoder: encoding it would normalise
+        # constant vectors in the encoder's LayerNorms (eps 1e-12), whose backward multiplies
+        # by 1e6 per LayerNorm (gradients of 1e16 were measured).
         empty = (interests == 0).all(dim=1)
         memory_pad[empty, 0] = False
         memory = self.transformer.encoder(self.interest_embeddings[interests], src_key_padding_mask=memory_pad)
+        memory = torch.where(empty[:, None, None], torch.zeros_like(memory), memory)
 
         text, image = self._adapted(item_seq, text_override)
         positions = torch.arange(item_seq.shape[1], device=item_seq.device)

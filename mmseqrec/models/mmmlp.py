@@ -331,12 +331,26 @@ class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["s
         rows = torch.arange(window.shape[0], device=window.device)
         real = window > 0
         streams = [self.id_branch(self.item_embedding(window), real, real, first_slot)[rows, newest]]
+        available = [torch.ones_like(newest, dtype=torch.bool)]
         for modality in self.content:
             features, present = self._projected(modality, window)
-            streams.append(self.content_branches[modality](features, present, real, first_slot)[rows, newest])
+            # A history in which no item has this modality has nothing for its branch to read:
+            # every slot would enter as the same vector, token mixing would add the same value
+            # to every channel, and the branch's LayerNorms would normalise constant rows, whose
+            # backward is scaled by 1/sqrt(eps) = 1e6 each (gradients of 1e10 were measured).
+            # Such rows skip the branch; their stream is zero and masked out of the fusion.
+            # (The branch still runs, on no rows, when a whole batch lacks the modality, so that
+            # its parameters stay in the graph for DistributedDataParallel.)
+            has_any = present.any(dim=1)
+            stream = torch.zeros_like(streams[0])
+            branch = self.content_branches[modality](features[has_any], present[has_any], real[has_any], first_slot)
+            stream[has_any] = branch[torch.arange(branch.shape[0], device=branch.device), newest[has_any]]
+            streams.append(stream)
+            available.append(has_any)
         fused = torch.stack(streams, dim=1)  # (B, modalities, D)
+        available = torch.stack(available, dim=1)
         for block in self.fusion_blocks:
-            fused = block(fused)
+            fused = block(fused, available)
         fused = self.fusion_projection(self.fusion_norm(fused.flatten(1)))
         return self.prediction_norm(fused)
 
