@@ -167,6 +167,31 @@ def gather_last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return hidden.gather(1, index).squeeze(1)
 
 
+def keep_most_recent(item_seq: torch.Tensor, lengths: torch.Tensor, max_len: int, *aligned: torch.Tensor):
+    """Cut left-aligned histories to their newest ``max_len`` items.
+
+    ``item_seq`` (B, L) is 0-padded on the right; a row longer than ``max_len`` loses its
+    oldest items (a plain ``item_seq[:, :max_len]`` would keep them and drop the newest, which
+    are what a next-item model must read). ``aligned`` tensors (B, L, ...) laid out like
+    ``item_seq`` (per-position features or flags) are shifted the same way, padding zeroed.
+    Returns the cut ``item_seq``, the cut lengths and the shifted ``aligned`` tensors.
+    """
+    width = item_seq.shape[1]
+    if width <= max_len:
+        return (item_seq, lengths, *aligned)
+    kept = lengths.clamp(max=max_len)
+    positions = torch.arange(max_len, device=item_seq.device)[None, :]
+    real = positions < kept[:, None]
+    source = ((lengths - kept)[:, None] + positions).clamp(max=width - 1)
+    shifted = []
+    for tensor in (item_seq, *aligned):
+        index = source.view(*source.shape, *([1] * (tensor.dim() - 2))).expand(-1, -1, *tensor.shape[2:])
+        keep = real.view(*real.shape, *([1] * (tensor.dim() - 2)))
+        taken = tensor.gather(1, index)
+        shifted.append(torch.where(keep, taken, torch.zeros_like(taken)))
+    return (shifted[0], kept, *shifted[1:])
+
+
 def init_bert_style(module: nn.Module, std: float) -> None:
     """N(0, std) for Linear and Embedding weights, zero biases, LayerNorm 1/0 (BERT / RecBole)."""
     if isinstance(module, (nn.Linear, nn.Embedding)):

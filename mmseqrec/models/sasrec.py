@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from mmseqrec.models.base import PostLNTransformerLayer, Recommender, causal_padding_mask, gather_last, init_bert_style
+from mmseqrec.models.base import PostLNTransformerLayer, Recommender, causal_padding_mask, gather_last, init_bert_style, keep_most_recent
 
 
 @dataclass
@@ -72,14 +72,14 @@ class SASRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["
         self.apply(lambda m: init_bert_style(m, config.initializer_range))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        item_seq = batch["item_seq"][:, : self.config.max_len]
+        item_seq, lengths = keep_most_recent(batch["item_seq"], batch["item_seq_len"], self.config.max_len)
         positions = torch.arange(item_seq.shape[1], device=item_seq.device)
         hidden = self.item_embedding(item_seq) + self.position_embedding(positions)[None]
         hidden = self.input_dropout(self.input_norm(hidden))
         attend = causal_padding_mask(item_seq)
         for layer in self.layers:
             hidden = layer(hidden, attend)
-        return gather_last(hidden, batch["item_seq_len"])
+        return gather_last(hidden, lengths)
 
     def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
         return seq_repr @ self.item_embedding.weight[first_id:end_id].T

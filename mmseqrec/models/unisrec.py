@@ -68,6 +68,7 @@ from mmseqrec.models.base import (
     check_stage,
     gather_last,
     init_bert_style,
+    keep_most_recent,
 )
 
 MODES = ("transductive", "inductive")
@@ -310,8 +311,11 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D) L2-normalised sequence vectors; ``text`` (B, L, D) is the adapted text of
         ``item_seq`` when the caller has it already."""
-        item_seq = item_seq[:, : self.config.max_len]
-        text = self.adapted_text(item_seq)[0] if text is None else text[:, : self.config.max_len]
+        if text is None:
+            item_seq, lengths = keep_most_recent(item_seq, lengths, self.config.max_len)
+            text = self.adapted_text(item_seq)[0]
+        else:
+            item_seq, lengths, text = keep_most_recent(item_seq, lengths, self.config.max_len, text)
         positions = torch.arange(item_seq.shape[1], device=item_seq.device)
         hidden = text + self.position_embedding(positions)[None]
         if self.item_embedding is not None:
