@@ -24,6 +24,7 @@ from mmseqrec.features.extract import (
 )
 from mmseqrec.features.images import ImageSource
 from mmseqrec.features.store import ResumeMismatchError, work_folder
+from tolerances import assert_close
 
 open_clip = pytest.importorskip("open_clip")
 transformers = pytest.importorskip("transformers")
@@ -137,9 +138,9 @@ def test_vit_b_32_features_are_the_encoders_vectors(tmp_path: Path, clip_encoder
     assert text.dim == image.dim == 512
     assert text.present.tolist() == image.present.tolist() == [False, True, False, True]
     assert not text.values[2].any() and not image.values[2].any()
-    np.testing.assert_allclose(image.values[[1, 3]], clip_encoder.encode_images([p.convert("RGB") for p in pictures]), rtol=1e-4, atol=1e-4)
+    assert_close(image.values[[1, 3]], clip_encoder.encode_images([p.convert("RGB") for p in pictures]))
     expected_text, _ = clip_encoder.encode_texts([tables.item_text[0], tables.item_text[2]])
-    np.testing.assert_allclose(text.values[[1, 3]], expected_text, rtol=1e-4, atol=1e-4)
+    assert_close(text.values[[1, 3]], expected_text)
     entry = json.loads((folder / "manifest.json").read_text())["features"]["image"]
     assert entry["encoder"] == "open_clip ViT-B-32 (RANDOM weights: for tests only)"
     assert entry["skipped_items"][0]["raw_id"] == "I2" and entry["skipped_items"][0]["reason"].startswith("undecodable:")
@@ -165,7 +166,7 @@ def test_skipped_images_and_texts_are_masked_and_recorded(tmp_path: Path, tiny_c
         assert not feature.values[~feature.present].any()
         assert (np.linalg.norm(feature.values[feature.present], axis=1) > 0).all()
     with Image.open(tmp_path / "elsewhere" / "picture.png") as picture:  # I7 came through its file:// URL
-        np.testing.assert_allclose(image.values[URL_IMAGE], clip_encoder.encode_images([picture.convert("RGB")])[0], rtol=1e-5, atol=1e-5)
+        assert_close(image.values[URL_IMAGE], clip_encoder.encode_images([picture.convert("RGB")])[0])
 
     manifest = json.loads((folder / "manifest.json").read_text())
     entry = manifest["features"]["image"]
@@ -263,7 +264,7 @@ def test_word_drop_is_seeded_per_item_and_writes_text_aug(tmp_path: Path, tiny_c
     assert aug.present.tolist() == plain.present.tolist()
     assert not np.allclose(aug.values[1], plain.values[1])
     dropped = word_drop(items.text[0], 0.5, 0, 1)
-    np.testing.assert_allclose(aug.values[1], clip_encoder.encode_texts([dropped])[0][0], rtol=1e-5, atol=1e-5)
+    assert_close(aug.values[1], clip_encoder.encode_texts([dropped])[0][0])
     assert json.loads((folder / "manifest.json").read_text())["features"]["text_aug"]["extractor"]["augment"] == {
         "kind": "word-drop", "ratio": 0.5, "seed": 0,
     }
@@ -330,11 +331,11 @@ def test_cls_and_mean_pooling(tiny_bert: Path) -> None:
     with torch.no_grad():
         hidden = cls_encoder.model(**tokens).last_hidden_state[0]
     assert hidden.shape[0] == 4  # [CLS] red pen [SEP]
-    np.testing.assert_allclose(cls_vectors[0], hidden[0].numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(mean_vectors[0], hidden.mean(0).numpy(), rtol=1e-4, atol=1e-5)
+    assert_close(cls_vectors[0], hidden[0].numpy())
+    assert_close(mean_vectors[0], hidden.mean(0).numpy())
     # Mean pooling ignores the padding the long text forces on the short one.
     alone, _ = mean_encoder.encode_texts([short])
-    np.testing.assert_allclose(mean_vectors[0], alone[0], rtol=1e-4, atol=1e-5)
+    assert_close(mean_vectors[0], alone[0])
 
 
 def test_sentence_transformers_folder_sets_length_and_normalisation(tiny_bert: Path, tmp_path: Path) -> None:
@@ -351,7 +352,7 @@ def test_sentence_transformers_folder_sets_length_and_normalisation(tiny_bert: P
     encoder = HFTextEncoder.load(str(folder), pooling="mean", device="cpu")
     assert encoder.max_length == 6 and encoder.normalize is True
     vectors, truncated = encoder.encode_texts(["red pen", "acme red beaker 500 ml. lab supplies."])
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert_close(np.linalg.norm(vectors, axis=1), np.ones(len(vectors)))
     assert truncated == 1
     assert HFTextEncoder.load(str(folder), pooling="mean", device="cpu", normalize=False).normalize is False
 
@@ -376,7 +377,7 @@ def test_hf_text_command_and_missrec_feature_name(tiny_bert: Path, tmp_path: Pat
     encoder = HFTextEncoder.load(str(tiny_bert), pooling="mean", device="cpu")
     items = read_items(folder)
     for item in (1, 5, 7):
-        np.testing.assert_allclose(domain.features["text_tiny"].values[item], encoder.encode_texts([items.text[item - 1]])[0][0], rtol=1e-4, atol=1e-5)
+        assert_close(domain.features["text_tiny"].values[item], encoder.encode_texts([items.text[item - 1]])[0][0])
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["features"]["text_tiny"]["extractor"]["batch_order"] == "text length"
 
@@ -400,4 +401,4 @@ def test_minilm_alias_matches_sentence_transformers() -> None:
     texts = ["Acme red beaker 500 ml. Lab Supplies. Acme.", "Blue ballpoint pen, pack of ten. Office Products."]
     ours, _ = encoder.encode_texts(texts)
     reference = sentence_transformers.SentenceTransformer(str(package.get_model_path()), device="cpu").encode(texts)
-    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
+    assert_close(ours, reference)

@@ -16,6 +16,7 @@ from mmseqrec.models import MISSRec, MISSRecConfig
 from mmseqrec.models.base import apply_stage
 from mmseqrec.runs import load_transferable_weights
 from tiny import write_tiny_domain
+from tolerances import close
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_missing_modality_contributes_nothing(tiny):
     batch = {"item_seq": torch.tensor([[1, 2, 3, 5], [2, 6, 7, 0]]), "item_seq_len": torch.tensor([4, 3])}
     scores = model.score_all(batch)
     model.image_features[1:4] = 123.0  # garbage where the image is missing
-    assert torch.allclose(model.score_all(batch), scores)
+    assert close(model.score_all(batch), scores)
     # and missing items have no image interest id, so they never join an image cluster
     assert (model.image_interest[1:4] == 0).all()
     assert (model.text_interest[1:] > 0).all()
@@ -98,9 +99,9 @@ def test_fused_score_uses_present_modality_only(tiny):
     text = torch.nn.functional.normalize(model.text_adapter(model.text_features[[1, 10]]), dim=-1)
     image = torch.nn.functional.normalize(model.image_adapter(model.image_features[[1, 10]]), dim=-1)
     cos_t, cos_v = seq @ text.T, seq @ image.T
-    assert torch.allclose(fused[:, 0], cos_t[:, 0], atol=1e-6)  # item 1: no image -> text only
+    assert close(fused[:, 0], cos_t[:, 0])  # item 1: no image -> text only
     w = torch.softmax(0.7 * torch.stack([cos_t[:, 1], cos_v[:, 1]], -1), -1)
-    assert torch.allclose(fused[:, 1], w[:, 0] * cos_t[:, 1] + w[:, 1] * cos_v[:, 1], atol=1e-6)
+    assert close(fused[:, 1], w[:, 0] * cos_t[:, 1] + w[:, 1] * cos_v[:, 1])
 
 
 def test_augmentation_drops_sampled_items_and_keeps_order(tiny):
@@ -124,8 +125,8 @@ def test_regulariser_is_a_masked_mean_independent_of_batch_size():
     pad = torch.tensor([[False, False, True, True, True]])
     one = MISSRec.interest_regulariser(memory, pad)
     expected = memory[0, :2].mean(0).pow(2).sum() / 8
-    assert torch.allclose(one, expected)
-    assert torch.allclose(MISSRec.interest_regulariser(memory.repeat(7, 1, 1), pad.repeat(7, 1)), one)
+    assert close(one, expected)
+    assert close(MISSRec.interest_regulariser(memory.repeat(7, 1, 1), pad.repeat(7, 1)), one)
 
 
 def test_save_load_identical_scores_and_transfer(tiny, tmp_path):
@@ -238,7 +239,7 @@ def test_logq_correction_is_a_no_op_under_a_uniform_prior_and_lowers_popular_log
     model.config.pretrain_negatives = "in_batch_logq"
     model.target_log_prior.fill_(-3.0)  # uniform: subtracting a constant changes no softmax
     torch.manual_seed(1)
-    assert torch.allclose(model.pretrain_loss_terms(batch)["seq_item"], plain, atol=1e-5)
+    assert close(model.pretrain_loss_terms(batch)["seq_item"], plain)
     # The prior comes from the training targets (add-one smoothed): frequent targets get a higher log-share.
     model.attach_domain(tiny)
     counts = np.bincount(tiny.splits["train"].target, minlength=tiny.num_items + 1)
@@ -255,7 +256,7 @@ def test_all_items_pretraining_loss_is_the_full_softmax(tiny):
     model.eval()
     seq = model.encode(batch["item_seq"], batch["item_seq_len"])[0]
     expected = torch.nn.functional.cross_entropy(model.score_items(seq, 1, tiny.num_items + 1), batch["target"] - 1)
-    assert torch.allclose(model.pretrain_loss_terms(batch)["seq_item"], expected, atol=1e-5)
+    assert close(model.pretrain_loss_terms(batch)["seq_item"], expected)
     with pytest.raises(ValueError, match="pretrain_negatives"):
         MISSRec(small_config(tiny, pretrain_negatives="sampled"))
 

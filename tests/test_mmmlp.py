@@ -9,6 +9,7 @@ from mmseqrec.data.batching import SequenceCollator
 from mmseqrec.data.loading import load_domain
 from mmseqrec.models import MMMLP, MMMLPConfig
 from mmseqrec.models.mmmlp import MixerBranch, fixed_window
+from tolerances import close
 
 # In the tiny domain items 1..3 have no image (mask False); every item has a text.
 NO_IMAGE = (1, 2, 3)
@@ -94,7 +95,7 @@ def test_missing_images_are_masked_out_of_token_mixing(tiny_domain):
     features[0, 9] = torch.randn(32) * 50  # as if the zero row had been taken as data
     poked = model.content_branches["image"](features, present)
     keep = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11])
-    assert torch.allclose(out[0, keep], poked[0, keep], atol=1e-5)
+    assert close(out[0, keep], poked[0, keep])
 
 
 def test_channel_mixing_on_item_slots_only_changes_no_item_slot(tiny_domain):
@@ -105,7 +106,7 @@ def test_channel_mixing_on_item_slots_only_changes_no_item_slot(tiny_domain):
     branch = model.content_branches["image"]
     everywhere = branch(features, present)
     item_slots_only = branch(features, present, real)
-    assert torch.allclose(everywhere[real], item_slots_only[real], atol=1e-5)
+    assert close(everywhere[real], item_slots_only[real])
     # an item slot without an image (item 2, item 1) is still computed: it may be the readout
     assert not torch.allclose(item_slots_only[1, 11], branch.input_norm(features)[1, 11])
 
@@ -125,14 +126,14 @@ def test_branches_are_as_deep_as_configured(tiny_domain):
     h = branch.input_norm(x)
     for block in branch.blocks:
         h = block(h, present)
-    assert torch.allclose(branch(x, present), h, atol=1e-6)
+    assert close(branch(x, present), h)
     assert not torch.allclose(branch(x, present), branch.blocks[-1](branch.input_norm(x), present))
 
     shared = MixerBranch(MMMLPConfig(hidden_size=32, max_len=12, share_layer_weights=True, dropout=0.0), depth=3).eval()
     assert len(shared.blocks) == 1
     h = shared.input_norm(x)
     expected = shared.blocks[0](shared.blocks[0](shared.blocks[0](h, present), present), present)
-    assert torch.allclose(shared(x, present), expected, atol=1e-6)
+    assert close(shared(x, present), expected)
 
 
 def test_sizes_are_configurable_and_batch_padding_does_not_matter(tiny_domain):
@@ -145,7 +146,7 @@ def test_sizes_are_configurable_and_batch_padding_does_not_matter(tiny_domain):
         "item_seq": torch.cat([narrow["item_seq"], torch.zeros(2, 6, dtype=torch.long)], dim=1),
         "item_seq_len": narrow["item_seq_len"],
     }
-    assert torch.allclose(model(wide), repr_narrow, atol=1e-6)
+    assert close(model(wide), repr_narrow)
 
 
 @pytest.mark.parametrize("align", ["recent", "start"])
@@ -161,7 +162,7 @@ def test_trimming_the_window_to_the_used_slots_changes_no_output(tiny_domain, al
         model.trim_window = False
         full = model(batch)
         model.trim_window = True
-        assert torch.allclose(trimmed, full, atol=1e-5)
+        assert close(trimmed, full)
     # and the gradients of a training step are the same
     model.train()
     batch = {**_batch([[3, 4], [5, 6, 7], [1]]), "target": torch.tensor([5, 8, 2])}
@@ -173,7 +174,7 @@ def test_trimming_the_window_to_the_used_slots_changes_no_output(tiny_domain, al
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
     model.trim_window = True
     assert len(grads[0]) == len(grads[1])
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+    assert all(close(a, b) for a, b in zip(*grads))
 
 
 def test_fixed_window_keeps_the_most_recent_items():

@@ -16,6 +16,7 @@ from mmseqrec.models import UniSRec, UniSRecConfig
 from mmseqrec.models.base import apply_stage
 from mmseqrec.models.unisrec import MoEAdaptor
 from mmseqrec.runs import load_transferable_weights
+from tolerances import close
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +70,19 @@ def test_moe_adaptor_shapes_whitening_and_gate():
         for expert in moe.experts:
             expert.bias.normal_()
     expert = moe.experts[2]
-    assert torch.allclose(expert(x), (x - expert.bias) @ expert.linear.weight.T, atol=1e-6)
+    assert close(expert(x), (x - expert.bias) @ expert.linear.weight.T)
     # at initialisation the gate is uniform, so the output is the mean of the experts
     gate = moe.gate_weights(x)
     assert gate.shape == (3, 7, 4)
-    assert torch.allclose(gate, torch.full_like(gate, 0.25))
+    assert close(gate, torch.full_like(gate, 0.25))
     mean_of_experts = torch.stack([e(x) for e in moe.experts]).mean(0)
-    assert torch.allclose(moe(x), mean_of_experts, atol=1e-6)
+    assert close(moe(x), mean_of_experts)
     # with a trained gate and training noise the weights are not uniform but still sum to 1
     with torch.no_grad():
         moe.gate.weight.normal_()
     moe.train()
     noisy = moe.gate_weights(x)
-    assert torch.allclose(noisy.sum(-1), torch.ones(3, 7), atol=1e-6) and (noisy >= 0).all()
+    assert close(noisy.sum(-1), torch.ones(3, 7)) and (noisy >= 0).all()
     assert not torch.allclose(noisy, moe.gate_weights(x))  # fresh noise each call
     moe.eval()
     assert torch.equal(moe.gate_weights(x), moe.gate_weights(x))  # no noise at evaluation
@@ -112,7 +113,7 @@ def test_one_adaptor_pass_serves_several_id_tensors(tiny):
     seq, candidates = torch.tensor([[3, 4, 0], [4, 9, 2]]), torch.arange(1, tiny.num_items + 1)
     seq_text, candidate_text = model.adapted_text(seq, candidates)
     assert seq_text.shape == (2, 3, 16) and candidate_text.shape == (tiny.num_items, 16)
-    assert torch.allclose(seq_text, model.adapted_text(seq)[0]) and torch.allclose(seq_text[1, 1], candidate_text[8])
+    assert close(seq_text, model.adapted_text(seq)[0]) and close(seq_text[1, 1], candidate_text[8])
     assert torch.equal(seq_text[0, 2], torch.zeros(16))  # padding has no text
 
 
@@ -148,7 +149,7 @@ def test_training_lowers_the_loss_and_save_load_keeps_scores(tiny, tmp_path):
     model.eval()
     test = batch_of(tiny, "test")
     assert model(test).shape == (len(test["target"]), 16)
-    assert torch.allclose(model(test).norm(dim=-1), torch.ones(len(test["target"])))
+    assert close(model(test).norm(dim=-1), torch.ones(len(test["target"])))
     scores = model.score_all(test)
     assert scores.shape == (len(test["target"]), tiny.num_items)
     model.save_pretrained(tmp_path / "m")
@@ -207,7 +208,7 @@ def test_augmentation_item_drop_and_word_drop(tiny):
     plain = model.adapted_text(ids)[0]
     swapped = model.with_word_dropped_text(plain, ids, torch.tensor([[False, True]]))
     assert torch.equal(swapped[0, 0], plain[0, 0]) and not torch.allclose(swapped[0, 1], plain[0, 1])
-    assert torch.allclose(swapped[0, 1], model.moe_adaptor(model.text_aug_features[6]))
+    assert close(swapped[0, 1], model.moe_adaptor(model.text_aug_features[6]))
 
     no_aug = UniSRec(small_config(tiny, text_aug_feature="none"))
     no_aug.attach_domain(tiny)
@@ -225,10 +226,10 @@ def test_same_target_negatives_removed_or_counted_as_zero(tiny):
         -torch.log_softmax(logits[1], 0)[1],
         -torch.log_softmax(torch.tensor([0.1, 3.0]), 0)[1],
     ]).mean()
-    assert torch.allclose(removed, expected)
+    assert close(removed, expected)
     zero = UniSRec(small_config(tiny, same_target="zero"))._contrastive(logits, same, rows)
     zeroed = logits.masked_fill(same, 0.0)
-    assert torch.allclose(zero, F.cross_entropy(zeroed, torch.arange(3)))
+    assert close(zero, F.cross_entropy(zeroed, torch.arange(3)))
 
 
 def test_pretraining_loss_combines_both_terms(tiny):
@@ -249,7 +250,7 @@ def test_pretraining_loss_combines_both_terms(tiny):
     logits = seq @ F.normalize(model.item_vectors(targets), dim=-1).T / 0.07
     same = (targets[:, None] == targets[None, :]) & ~torch.eye(len(targets), dtype=torch.bool)
     manual = F.cross_entropy(logits.masked_fill(same, float("-inf")), torch.arange(len(targets)))
-    assert torch.allclose(seq_item_only, manual, atol=1e-5)
+    assert close(seq_item_only, manual)
 
 
 def test_pretrain_then_finetune_round_trip(tmp_path, capsys):
