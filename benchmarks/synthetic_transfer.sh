@@ -16,7 +16,7 @@ SCALE=${SCALE:-1}
 data_pretrain=(); data_finetune=()
 if [[ "$SCALE" != "1" ]]; then
   data_dir="data/synthetic-x$SCALE"
-  $PYTHON -m mmseqrec.cli prepare synthetic --scale "$SCALE" --out "$data_dir" > /dev/null
+  $PYTHON -m mmseqrec.cli prepare synthetic --scale "$SCALE" --data-dir "$data_dir" > /dev/null
   data_pretrain=(data.data_dir="$data_dir"); data_finetune=(--data-dir "$data_dir")
 fi
 # The benchmark setting: the demo configs with dropout back on, longer training, patience 10.

@@ -36,9 +36,10 @@ from pathlib import Path
 from mmseqrec.checkpointing import add_resume_option, take_resume_option
 from mmseqrec.config import ConfigError, parse_overrides
 from mmseqrec.data.format import DataFormatError
-from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_domain
+from mmseqrec.data.loading import DomainNotFoundError, load_domain
 from mmseqrec.hub import HubError, resolve_model_folder
 from mmseqrec.models import model_classes
+from mmseqrec.options import add_data_dir
 from mmseqrec.runs import (
     check_overrides,
     default_checkpoint,
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pretrained model to start from (pretrainable models only): a folder or a Hub repository org/name")
     parser.add_argument("--from-scratch", action="store_true", help="train pretrainable models from random weights")
     parser.add_argument("--full", action="store_true", help="fine-tune all parameters of a pretrained model (default: parameter-efficient)")
-    parser.add_argument("--data-dir", default=None, help=f"where prepared domains live (default: {default_data_dir()})")
+    add_data_dir(parser)
     parser.add_argument("--config", action="append", default=[], help="extra YAML config file(s), applied in order")
     parser.add_argument("--seed", type=int, default=None, help="first seed (default: train.seed, 2020)")
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds to run per model (default: 1)")

@@ -12,9 +12,10 @@ import sys
 from mmseqrec import compare
 from mmseqrec.config import ConfigError
 from mmseqrec.data.format import DataFormatError
-from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_domain
+from mmseqrec.data.loading import DomainNotFoundError, load_domain
 from mmseqrec.data.sources import SOURCE_MODULES
 from mmseqrec.hub import HubError
+from mmseqrec.options import add_data_dir, add_output
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -58,8 +59,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         report[f"{split}_rows"] = result["rows"].tolist()
     if accelerator.is_main_process:
         text = json.dumps(report, indent=2)
-        if args.out:
-            with open(args.out, "w") as handle:
+        if args.output:
+            with open(args.output, "w") as handle:
                 handle.write(text + "\n")
         else:
             print(text)
@@ -86,18 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="validate a prepared domain and print its counts")
     info.add_argument("domain", help="domain name (looked up in --data-dir) or folder")
-    info.add_argument("--data-dir", default=None, help=f"where prepared domains live (default {default_data_dir()})")
+    add_data_dir(info)
     info.set_defaults(func=_cmd_info)
 
     evaluate = commands.add_parser("evaluate", help="full-ranking evaluation of a finished run's best weights")
     evaluate.add_argument("--run", required=True, help="run folder (holds config.yaml and best/)")
     evaluate.add_argument("--domain", required=True, help="domain name or folder")
-    evaluate.add_argument("--data-dir", default=None)
+    add_data_dir(evaluate)
     evaluate.add_argument("--batch-size", type=int, default=1024, help="users per evaluation batch and process")
     evaluate.add_argument("--max-len", type=int, default=50)
     evaluate.add_argument("--mask-history", action="store_true", help="remove history items from the ranking")
     evaluate.add_argument("--cpu", action="store_true", help="evaluate on the CPU even if a GPU is present")
-    evaluate.add_argument("--out", default=None, help="write the report (metrics and evaluated rows) to this JSON file")
+    add_output(evaluate, "write the report (metrics and evaluated rows) to this JSON file (default: print it)", old="--out")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     compare.register(commands)

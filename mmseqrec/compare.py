@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 
 from mmseqrec.config import parse_overrides
-from mmseqrec.data.loading import default_data_dir, load_domain
+from mmseqrec.data.loading import load_domain
+from mmseqrec.options import add_data_dir
 from mmseqrec.runs import REPORT_COLUMNS, timestamp
 
 DEFAULT_MODELS = "sasrec,bert4rec,unisrec,mmmlp,missrec,mostpop"
@@ -56,7 +57,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=("transductive", "inductive"), default=None,
                         help="pretrainable models: with item IDs (transductive, default) or content only")
     parser.add_argument("--checkpoint", default=None, help="pretrained folder for the models named with @peft or @full")
-    parser.add_argument("--data-dir", default=None, help=f"where prepared domains live (default: {default_data_dir()})")
+    add_data_dir(parser)
     parser.add_argument("--config", action="append", default=[], help="extra YAML config file(s), applied to every model")
     parser.add_argument("--output", default=None, help="run folder (default: checkpoints/compare-<Domain>-<time>)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")

@@ -33,6 +33,7 @@ from mmseqrec.config import ConfigError, build_dataclass, deep_merge, load_yaml,
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, default_data_dir, load_mixture, resolve_domain_path
 from mmseqrec.models import model_classes
+from mmseqrec.options import add_data_dir
 from mmseqrec.training import TrainConfig, Trainer, finish_accelerator, make_accelerator
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -79,6 +80,7 @@ def ensure_synthetic(data: PretrainData, accelerator) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pretrain/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(CONFIGS.parent.parent)})")
+    add_data_dir(parser)  # the same as data.data_dir=DIR
     parser.add_argument("--output", default=None, help="run folder (default: checkpoints/pretrain/<name>)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
     add_resume_option(parser, "pretraining run")
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config), args.overrides)
+    if args.data_dir is not None:
+        config["data"] = {**(config.get("data") or {}), "data_dir": str(args.data_dir)}
     name = str(config.get("name") or Path(args.config).stem)
     data = build_dataclass(PretrainData, config.get("data") or {}, "data")
     if not data.domains:

@@ -136,7 +136,7 @@ def test_names_map_to_release_categories() -> None:
 
 def test_cli_prepare_writes_a_loadable_domain(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "processed"
-    assert main(["prepare", "amazon2018", "--domain", "Office", "--raw-dir", str(raw), "--out", str(out), "--no-download"]) == 0
+    assert main(["prepare", "amazon2018", "--domain", "Office", "--raw-dir", str(raw), "--data-dir", str(out), "--no-download"]) == 0
     printed = capsys.readouterr().out
     assert "Office: 8 users, 6 items, 72 train / 8 valid / 8 test rows" in printed
     assert "counts differ from UniSRec Table 1 for Office" in printed

@@ -73,7 +73,7 @@ def test_cli_prepare_and_release_layout(tmp_path: Path, capsys: pytest.CaptureFi
     os.replace(reviews, raw / "review_categories" / reviews.name)
     os.replace(meta, raw / "meta_categories" / meta.name)
     out = tmp_path / "processed"
-    code = main(["prepare", "amazon2023", "--domain", "office", "--raw-dir", str(raw), "--out", str(out),
+    code = main(["prepare", "amazon2023", "--domain", "office", "--raw-dir", str(raw), "--data-dir", str(out),
                  "--cache-dir", str(tmp_path / "hf-cache")])
     assert code == 0
     assert "Office-2023: 8 users, 6 items, 72 train / 8 valid / 8 test rows" in capsys.readouterr().out

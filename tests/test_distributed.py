@@ -24,7 +24,7 @@ def _evaluate(run: Path, data: Path, out: Path, processes: int) -> dict:
         ACCELERATE, "launch", *launcher, "--num_processes", str(processes), "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + processes),
         "-m", "mmseqrec.cli", "evaluate", "--run", str(run), "--domain", "Tiny", "--data-dir", str(data),
-        "--batch-size", "8", "--out", str(out), "--cpu",
+        "--batch-size", "8", "--output", str(out), "--cpu",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -60,7 +60,7 @@ def test_cli_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     lc = write_lcrec(tmp_path / "raw")
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="source", required=True))
-    args = parser.parse_args(["lcrec", "--path", str(lc.folder), "--out", str(tmp_path / "p"), "--out-name", "T2", "--max-len", "3"])
+    args = parser.parse_args(["lcrec", "--path", str(lc.folder), "--data-dir", str(tmp_path / "p"), "--out-name", "T2", "--max-len", "3"])
     assert args.func(args) == 0
     assert "T2: 3 users, 5 items" in capsys.readouterr().out
     assert load_domain("T2", data_dir=tmp_path / "p").manifest["protocol"]["max_len"] == 3

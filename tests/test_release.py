@@ -142,7 +142,7 @@ def test_cli_prepare_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[st
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="source", required=True))
     args = parser.parse_args(
-        ["release", "--path", str(tiny.folder), "--out", str(tmp_path / "processed"), "--dim", str(tiny.dim), "--encoder-image", "X"]
+        ["release", "--path", str(tiny.folder), "--data-dir", str(tmp_path / "processed"), "--dim", str(tiny.dim), "--encoder-image", "X"]
     )
     assert args.func(args) == 0
     assert "Tiny: 3 users, 7 items" in capsys.readouterr().out
@@ -151,7 +151,7 @@ def test_cli_prepare_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     export = argparse.ArgumentParser()
     register_export(export.add_subparsers(dest="target", required=True))
-    args = export.parse_args(["release", "Tiny", "--data-dir", str(tmp_path / "processed"), "--out", str(tmp_path / "exported")])
+    args = export.parse_args(["release", "Tiny", "--data-dir", str(tmp_path / "processed"), "--output", str(tmp_path / "exported")])
     assert args.func(args) == 0
     assert (tmp_path / "exported" / "Tiny.test.inter").read_bytes() == tiny.path("test.inter").read_bytes()
 
@@ -159,19 +159,19 @@ def test_cli_prepare_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_mmseqrec_export_release_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tiny = write_release(tmp_path / "raw", with_text_aug=True)
     processed, exported = tmp_path / "processed", tmp_path / "exported"
-    assert main(["prepare", "release", "--path", str(tiny.folder), "--out", str(processed), "--dim", str(tiny.dim)]) == 0
-    assert main(["export", "release", "--domain", "Tiny", "--data-dir", str(processed), "--out", str(exported)]) == 0
+    assert main(["prepare", "release", "--path", str(tiny.folder), "--data-dir", str(processed), "--dim", str(tiny.dim)]) == 0
+    assert main(["export", "release", "--domain", "Tiny", "--data-dir", str(processed), "--output", str(exported)]) == 0
     assert str(exported / "Tiny.feat2CLS") in capsys.readouterr().out
     assert sorted(p.name for p in exported.iterdir()) == sorted(p.name for p in tiny.folder.iterdir())
     for path in exported.iterdir():
         assert path.read_bytes() == (tiny.folder / path.name).read_bytes(), path.name
     # Existing files are kept unless --overwrite; a missing domain is a clear error (exit code 2).
-    assert main(["export", "release", "--domain", "Tiny", "--data-dir", str(processed), "--out", str(exported)]) == 2
+    assert main(["export", "release", "--domain", "Tiny", "--data-dir", str(processed), "--output", str(exported)]) == 2
     assert "already exist" in capsys.readouterr().err
-    assert main(["export", "release", "--domain", "Tiny", "--data-dir", str(processed), "--out", str(exported), "--overwrite"]) == 0
-    assert main(["export", "release", "--domain", "Nope", "--data-dir", str(processed), "--out", str(exported)]) == 2
+    assert main(["export", "release", "--domain", "Tiny", "--data-dir", str(processed), "--output", str(exported), "--overwrite"]) == 0
+    assert main(["export", "release", "--domain", "Nope", "--data-dir", str(processed), "--output", str(exported)]) == 2
     assert "Domain 'Nope' is not prepared" in capsys.readouterr().err
-    assert main(["export", "release", "--data-dir", str(processed), "--out", str(exported)]) == 2
+    assert main(["export", "release", "--data-dir", str(processed), "--output", str(exported)]) == 2
     assert "name the domain to export" in capsys.readouterr().err
 
 
@@ -257,8 +257,8 @@ def test_scientific_round_trip_through_the_cli(shared_data: Path, tmp_path: Path
     if not raw.is_dir():
         pytest.skip(f"{raw} is absent")
     processed, exported = tmp_path / "processed", tmp_path / "exported"
-    assert main(["prepare", "release", "--path", str(raw), "--out", str(processed)]) == 0
-    assert main(["export", "release", "--domain", "Scientific", "--data-dir", str(processed), "--out", str(exported)]) == 0
+    assert main(["prepare", "release", "--path", str(raw), "--data-dir", str(processed)]) == 0
+    assert main(["export", "release", "--domain", "Scientific", "--data-dir", str(processed), "--output", str(exported)]) == 0
     for split in ("train", "valid", "test"):
         name = f"Scientific.{split}.inter"
         assert parse_inter(exported / name) == parse_inter(raw / name), name

@@ -324,7 +324,7 @@ def test_prepare_skips_existing(tmp_path):
 def test_cli_prepare_synthetic(tmp_path, capsys):
     from mmseqrec import cli
 
-    argv = ["prepare", "synthetic", "--out", str(tmp_path), "--scale", str(SCALE), "--domains", "syn-Office,Pantry"]
+    argv = ["prepare", "synthetic", "--data-dir", str(tmp_path), "--scale", str(SCALE), "--domains", "syn-Office,Pantry"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "syn-Office:" in out and "syn-Pantry:" in out and "interactions" in out
@@ -332,4 +332,4 @@ def test_cli_prepare_synthetic(tmp_path, capsys):
         assert load_domain(name, data_dir=tmp_path).manifest["synthetic"] is True
     assert cli.main(argv) == 0
     assert capsys.readouterr().out.count("already prepared") == 2
-    assert cli.main(["prepare", "synthetic", "--out", str(tmp_path), "--domains", "Garden"]) == 2
+    assert cli.main(["prepare", "synthetic", "--data-dir", str(tmp_path), "--domains", "Garden"]) == 2

@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from mmseqrec.data.loading import default_data_dir, load_domain, resolve_domain_path
+from mmseqrec.data.loading import load_domain, resolve_domain_path
 from mmseqrec.features.augment import DEFAULT_WORD_DROP_RATIO, word_drop
 from mmseqrec.features.images import ImageSource, ImageUnavailable
 from mmseqrec.features.store import BatchResult, FeatureJob, check_can_write, run_job
+from mmseqrec.options import add_data_dir
 
 ENCODERS = ("clip", "hf-text")
 #: Exit status of ``mmseqrec extract`` when ``--time-limit`` stopped it before the end.
@@ -240,7 +241,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--domain", required=True, help="domain name (looked up in --data-dir) or folder")
-    parser.add_argument("--data-dir", default=None, help=f"where prepared domains live (default {default_data_dir()})")
+    add_data_dir(parser)
     parser.add_argument("--encoder", choices=ENCODERS, default="clip", help="open_clip text+image towers, or a transformers text encoder")
     parser.add_argument("--model", default=None, help="clip: open_clip model name (default ViT-B-32); hf-text: folder, Hub id or alias (minilm)")
     parser.add_argument("--pretrained", default="openai", help="clip weights: an open_clip tag, a local checkpoint file, or 'none' (random, tests only)")

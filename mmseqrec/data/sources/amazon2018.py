@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from mmseqrec.data.download import DownloadError, download_first
 from mmseqrec.data.format import DataFormatError, DomainTables, sha256_of, write_domain
 from mmseqrec.data.loading import default_data_dir
+from mmseqrec.options import add_data_dir
 from mmseqrec.data.sources.amazon_protocol import (
     DEFAULT_K,
     DEFAULT_MAX_LEN,
@@ -409,7 +410,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     folder = prepare_amazon2018(
         args.domain,
         raw_dir=args.raw_dir,
-        out=args.out,
+        out=args.data_dir,
         out_name=args.out_name,
         overwrite=args.overwrite,
         download=args.download,
@@ -424,7 +425,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     """The options both Amazon importers share."""
-    parser.add_argument("--out", default=None, type=Path, help=f"data folder to write into (default {default_data_dir()})")
+    add_data_dir(parser, "write", old="--out")
     parser.add_argument("--out-name", default=None, help="name of the processed domain (default: the short domain name)")
     parser.add_argument("--user-k", type=int, default=DEFAULT_K, help=f"k-core threshold for users (default {DEFAULT_K})")
     parser.add_argument("--item-k", type=int, default=DEFAULT_K, help=f"k-core threshold for items (default {DEFAULT_K})")

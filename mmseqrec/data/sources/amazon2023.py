@@ -406,7 +406,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     folder = prepare_amazon2023(
         args.domain,
         raw_dir=args.raw_dir,
-        out=args.out,
+        out=args.data_dir,
         out_name=args.out_name,
         overwrite=args.overwrite,
         cache_dir=args.cache_dir,

@@ -24,6 +24,7 @@ import numpy as np
 from mmseqrec.data.format import DataFormatError, DomainTables, sha256_of, write_domain
 from mmseqrec.data.loading import default_data_dir, load_domain
 from mmseqrec.data.split import leave_one_out
+from mmseqrec.options import add_data_dir
 
 DEFAULT_MAX_LEN = 50
 #: Metadata fields that make up an item's text, in order.
@@ -225,7 +226,7 @@ def prepare_lcrec(
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     folder = prepare_lcrec(
-        args.path, name=args.name, out_name=args.out_name, out=args.out, max_len=args.max_len, overwrite=args.overwrite
+        args.path, name=args.name, out_name=args.out_name, out=args.data_dir, max_len=args.max_len, overwrite=args.overwrite
     )
     print(load_domain(folder).describe())
     print(f"written to {folder}")
@@ -242,7 +243,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--path", required=True, type=Path, help="the folder with <Name>.inter.json")
     parser.add_argument("--name", default=None, help="the <Name> prefix of its files (default: inferred from <Name>.inter.json)")
     parser.add_argument("--out-name", default=None, help="name of the processed domain (default: --name)")
-    parser.add_argument("--out", default=None, type=Path, help=f"data folder to write into (default {default_data_dir()})")
+    add_data_dir(parser, "write", old="--out")
     parser.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN, help=f"history cap of the examples (default {DEFAULT_MAX_LEN})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing processed domain of that name")
     parser.set_defaults(func=_cmd_prepare)

@@ -33,6 +33,7 @@ from mmseqrec.data.format import (
     write_domain,
 )
 from mmseqrec.data.loading import Domain, default_data_dir, load_domain, merge_domains
+from mmseqrec.options import add_data_dir, add_deprecated_spelling
 
 #: The UniSRec / MISSRec pretraining mixture: Food, Home, CDs, Kindle, Movies (Amazon 2018).
 FHCKM: tuple[str, ...] = ("Food", "Home", "CDs", "Kindle", "Movies")
@@ -156,7 +157,7 @@ def prepare_mixture(
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
-    folder = prepare_mixture(domains, args.name, data_dir=args.data_dir, out=args.out, overwrite=args.overwrite)
+    folder = prepare_mixture(domains, args.name, data_dir=args.data_dir, out=getattr(args, "mixture_out", None), overwrite=args.overwrite)
     print(load_domain(folder).describe())
     print(f"written to {folder}")
     return 0
@@ -171,8 +172,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--name", required=True, help="name of the mixture domain, e.g. FHCKM")
     parser.add_argument("--domains", required=True, help=f"comma-separated prepared domains, in order (e.g. {','.join(FHCKM)})")
-    parser.add_argument("--data-dir", default=None, help=f"where the members live (default {default_data_dir()})")
-    parser.add_argument("--out", default=None, type=Path, help="data folder to write the mixture into (default: --data-dir)")
+    add_data_dir(parser, "read")  # the members are read from it and the mixture is written into it
+    # Formerly a separate folder for the mixture; it still works, with a warning.
+    add_deprecated_spelling(parser, "--out", "--data-dir", "mixture_out", type=Path)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing mixture of that name")
     parser.set_defaults(func=_cmd_prepare)
     return parser

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from mmseqrec.data.format import SPLITS, DataFormatError, DomainTables, Examples, FeatureSet, sha256_of, write_domain
 from mmseqrec.data.loading import Domain, default_data_dir, load_domain
+from mmseqrec.options import add_data_dir, add_output, require_output
 
 #: The header of every ``.inter`` file, field by field.
 INTER_HEADER: tuple[str, str, str] = ("user_id:token", "item_id_list:token_seq", "item_id:token")
@@ -567,7 +568,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         args.path,
         name=args.name,
         out_name=args.out_name,
-        out=args.out,
+        out=args.data_dir,
         dim=args.dim,
         encoders=encoders,
         overwrite=args.overwrite,
@@ -587,7 +588,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--path", required=True, type=Path, help="the release folder")
     parser.add_argument("--name", default=None, help="the <Name> prefix of its files (default: inferred from <Name>.train.inter)")
     parser.add_argument("--out-name", default=None, help="name of the processed domain (default: --name)")
-    parser.add_argument("--out", default=None, type=Path, help=f"data folder to write into (default {default_data_dir()})")
+    add_data_dir(parser, "write", old="--out")
     parser.add_argument("--dim", type=int, default=DEFAULT_DIM, help=f"feature dimension of the .featNCLS files (default {DEFAULT_DIM})")
     for spec in RELEASE_FEATURES:
         parser.add_argument(
@@ -605,21 +606,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise ValueError(f"two domains given ({args.domain_arg!r} and --domain {args.domain!r}); give one")
     args.domain = args.domain or args.domain_arg
     if args.domain is None:
-        raise ValueError("name the domain to export: mmseqrec export release --domain NAME --out DIR")
-    written = export_release(args.domain, args.out, args.name or Path(str(args.domain)).name, data_dir=args.data_dir, overwrite=args.overwrite)
+        raise ValueError("name the domain to export: mmseqrec export release --domain NAME --output DIR")
+    require_output(args, "mmseqrec export release")
+    written = export_release(args.domain, args.output, args.name or Path(str(args.domain)).name, data_dir=args.data_dir, overwrite=args.overwrite)
     for path in written:
         print(path)
     return 0
 
 
 def register_export(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``mmseqrec export release --domain NAME --out DIR``."""
+    """Add ``mmseqrec export release --domain NAME --output DIR``."""
     parser = subparsers.add_parser("release", help="write a prepared domain in the UniSRec/MISSRec release format")
     parser.add_argument("domain_arg", nargs="?", default=None, metavar="DOMAIN", help="the domain (same as --domain)")
     parser.add_argument("--domain", default=None, help="domain name (looked up in --data-dir) or folder")
-    parser.add_argument("--out", required=True, type=Path, help="folder to write the release files into")
+    add_output(parser, "folder to write the release files into", required=True, old="--out")
     parser.add_argument("--name", default=None, help="<Name> prefix of the written files (default: the domain name)")
-    parser.add_argument("--data-dir", default=None, help=f"where prepared domains live (default {default_data_dir()})")
+    add_data_dir(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     parser.set_defaults(func=_cmd_export)
     return parser

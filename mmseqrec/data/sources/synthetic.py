@@ -100,6 +100,7 @@ import numpy as np
 from mmseqrec.data.filters import iterative_kcore
 from mmseqrec.data.format import MANIFEST, DomainTables, FeatureSet, write_domain
 from mmseqrec.data.split import leave_one_out
+from mmseqrec.options import add_data_dir
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -718,7 +719,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else default_data_dir()
+    out = args.data_dir or default_data_dir()
     prepare(out, config, domains=names, overwrite=args.overwrite, log=print, progress=True)
     return 0
 
@@ -734,7 +735,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "synthetic text and image features, 5-core filtered and split leave-one-out."
         ),
     )
-    parser.add_argument("--out", default=None, help="data directory to write into (default: $MMSEQREC_DATA_DIR or data/processed)")
+    add_data_dir(parser, "write", old="--out")
     parser.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply users and items of every domain (default 1.0)")
     parser.add_argument("--domains", default=None, help="comma-separated subset, e.g. Food,Office (default: all ten)")
