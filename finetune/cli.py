@@ -139,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     domains = [load_domain(name, data_dir=args.data_dir) for name in names]
     overrides = parse_overrides(args.overrides)
     plans = [plan_runs(args, domain, overrides) for domain in domains]  # fail fast: config, checkpoints
-    accelerator = make_accelerator(next(iter(plans[0].values())).train.mixed_precision)
+    first = next(iter(plans[0].values())).train  # one accelerator (and its trackers) for all the runs
+    accelerator = make_accelerator(first.mixed_precision, log_with=first.log_with)
     prefix = f"finetune-{domains[0].name}" if len(domains) == 1 else f"finetune-{len(domains)}domains"
     root = output_folder(args, prefix)
     if len(domains) == 1:

@@ -48,7 +48,7 @@ PREFIX = "step-"
 #: Training settings that may change when a run is resumed: they do not change what has been
 #: computed so far (``epochs`` and ``patience`` only move the end of the run).
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "patience", "log_every", "num_workers", "eval_batch_size", "eval_block_size", "checkpoint_every", "keep_checkpoints", "save_every"}
+    {"epochs", "patience", "log_every", "num_workers", "eval_batch_size", "eval_block_size", "checkpoint_every", "keep_checkpoints", "save_every", "log_with"}
 )
 
 

@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     fargs = _finetune_args(args, entries)
     specs = plan_runs(fargs, domain, overrides)  # fails fast on unknown models, configs, checkpoints
-    accelerator = make_accelerator(next(iter(specs.values())).train.mixed_precision)
+    first = next(iter(specs.values())).train  # one accelerator (and its trackers) for all the runs
+    accelerator = make_accelerator(first.mixed_precision, log_with=first.log_with)
     output = Path(args.output) if args.output else Path("checkpoints") / f"compare-{domain.name}-{timestamp()}"
     summary = run_domain(fargs, domain, specs, output, accelerator)
     if accelerator.is_main_process:

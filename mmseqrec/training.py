@@ -10,6 +10,9 @@ valid and test with them. Everything a run produces lands in its run folder:
     <run_dir>/best/          the best weights (safetensors + config.json + model card README.md,
                              ``from_pretrained``-able and publishable with ``mmseqrec publish``)
     <run_dir>/state/         resumable training state while the run is going (``checkpointing``)
+    <run_dir>/logs/          experiment-tracker files, with ``train.log_with`` (e.g. TensorBoard
+                             events): per epoch train/loss, train/lr, epoch/seconds and, when the
+                             run validates, valid/<metric> (valid/ndcg@10, ...); step = epoch
 
 A run interrupted at any point continues exactly with ``Trainer(..., resume=True)`` (the CLIs'
 ``--resume``). A non-finite loss or gradient stops the run before the update, with a message
@@ -31,18 +34,25 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, LoggerType, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mmseqrec import checkpointing
 from mmseqrec.checkpointing import CheckpointError, TrainingProgress
+from mmseqrec.config import ConfigError
 from mmseqrec.data.batching import ExampleIndex, SequenceCollator
 from mmseqrec.data.loading import Domain
 from mmseqrec.metrics import DEFAULT_KS, bucket_breakdown, metrics_from_ranks, popularity_buckets, rank_targets
 from mmseqrec.models.base import Recommender, apply_stage, check_stage
 
 VALID_METRIC = "ndcg@10"
+#: The folder inside a run folder where experiment trackers keep their files.
+LOG_DIR = "logs"
+#: The project name the trackers get: TensorBoard writes into ``<run_dir>/logs/mmseqrec/``, wandb
+#: and the other hosted trackers file every run under one project of this name.
+TRACKING_PROJECT = "mmseqrec"
 
 
 @dataclass
@@ -92,6 +102,18 @@ class TrainConfig:
             lost to a crash while the one before stays); 0 writes none. A fine-tuning run deletes
             its state when it finishes (``best/`` and ``metrics.json`` are its product); a
             pretraining run keeps it, so ``--resume train.epochs=<more>`` can extend it.
+        log_with: experiment trackers that receive, after every epoch, the mean training loss
+            (``train/loss``), the learning rate at the end of the epoch (``train/lr``), the
+            epoch's wall-clock seconds including validation (``epoch/seconds``) and every valid
+            metric (``valid/ndcg@10``, ``valid/recall@50``, ...; not when pretraining, which does
+            not validate), with the epoch as the step, plus the run's configuration as
+            hyperparameters. A tracker name accelerate supports (``tensorboard``, ``wandb``,
+            ``mlflow``, ``aim``, ``comet_ml``, ...), several comma-separated, or ``all`` (every
+            supported tracker that is installed). None (the default), ``""`` or ``none``: no
+            tracker. Trackers that keep local files (TensorBoard, Aim, MLflow) write them into
+            ``<run_dir>/logs/`` (``tensorboard --logdir <run_dir>/logs``, or ``--logdir`` on a
+            whole output folder to compare its runs); hosted ones follow their own settings. The
+            tracker's package must be installed (TensorBoard: ``pip install 'mmseqrec[tracking]'``).
     """
 
     epochs: int = 300
@@ -117,6 +139,7 @@ class TrainConfig:
     batch_by_domain: bool = False
     group_by_length: bool = False
     length_pool_batches: int = 16
+    log_with: str | None = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -312,18 +335,65 @@ def save_model_atomically(model: Recommender, target: Path, card: str | None = N
     os.replace(staging, target)
 
 
-def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
-    """The accelerator every entry point uses.
+def tracker_names(log_with: str | None) -> list[str]:
+    """The accelerate trackers ``train.log_with`` asks for ([] for none).
+
+    A ``ConfigError`` names an unknown tracker (listing the supported ones) or one whose package
+    is not installed, so that a typo fails before training instead of logging nowhere.
+    """
+    requested = [name.strip().lower() for name in (log_with or "").split(",")]
+    requested = list(dict.fromkeys(name for name in requested if name not in ("", "none")))
+    supported = [tracker.value for tracker in LoggerType]
+    unknown = [name for name in requested if name not in supported]
+    if unknown:
+        raise ConfigError(
+            f"train.log_with: unknown tracker(s) {', '.join(unknown)}; use one of {', '.join(supported)}, "
+            "several comma-separated, or none"
+        )
+    installed = sorted(str(tracker) for tracker in get_available_trackers())
+    missing = [name for name in requested if name != "all" and name not in installed]
+    if missing or (requested == ["all"] and not installed):
+        raise ConfigError(
+            f"train.log_with={log_with}: {', '.join(missing) or 'no supported tracker'} is not installed "
+            f"(installed: {', '.join(installed) or 'none'}); TensorBoard comes with pip install 'mmseqrec[tracking]'"
+        )
+    return installed if "all" in requested else requested
+
+
+def make_accelerator(mixed_precision: str = "no", cpu: bool = False, log_with: str | None = None) -> Accelerator:
+    """The accelerator every entry point uses; ``log_with`` is ``TrainConfig.log_with``.
 
     Buffers are not broadcast by DDP at every step: the large ones (item features) never change,
     and MISSRec broadcasts its interest tables itself once per epoch.
     """
+    trackers = tracker_names(log_with)
     return Accelerator(
         mixed_precision=mixed_precision,
         cpu=cpu,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        log_with=trackers or None,
+        # accelerate refuses file-based trackers without a logging folder; this one is a
+        # placeholder, since one accelerator trains several runs and Trainer.fit points it at
+        # each run's own <run_dir>/logs before starting the trackers.
+        project_config=ProjectConfiguration(logging_dir=LOG_DIR) if trackers else None,
     )
+
+
+def flat_config(values: dict | list | tuple, prefix: str = "") -> dict[str, bool | int | float | str]:
+    """A nested configuration as one level of dotted keys (``train.lr``, ``data.domains.0``),
+    the form trackers take hyperparameters in: TensorBoard accepts only bool, int, float and str
+    values, so lists are numbered, other objects become strings and None is left out."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in values.items() if isinstance(values, dict) else enumerate(values):
+        name = f"{prefix}{key}"
+        if isinstance(value, (dict, list, tuple)):
+            flat.update(flat_config(value, name + "."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        elif value is not None:
+            flat[name] = str(value)
+    return flat
 
 
 def finish_accelerator(accelerator: Accelerator) -> None:
@@ -362,7 +432,15 @@ class Trainer:
         self.domain = domain
         self.config = config
         self.run_dir = Path(run_dir)
-        self.accelerator = accelerator or make_accelerator(config.mixed_precision)
+        self.accelerator = accelerator or make_accelerator(config.mixed_precision, log_with=config.log_with)
+        # The accelerator decides which trackers run; one made without those the config asks for
+        # would log nowhere without a word.
+        absent = set(tracker_names(config.log_with)) - {str(tracker) for tracker in self.accelerator.log_with}
+        if absent:
+            raise ConfigError(
+                f"train.log_with asks for {', '.join(sorted(absent))}, which the accelerator was made without; "
+                "make it with make_accelerator(..., log_with=train.log_with)"
+            )
         self.run_info = run_info or {}
         self.quiet = quiet
         self.resume = resume
@@ -394,6 +472,13 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
+        """Train and evaluate (see the module docstring); return what ``metrics.json`` holds."""
+        try:
+            return self._fit()
+        finally:
+            self._stop_trackers()  # also when the run stops early or raises: the files stay readable
+
+    def _fit(self) -> dict[str, Any]:
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
         started = time.time()
@@ -431,6 +516,7 @@ class Trainer:
             )
             self._identity = checkpointing.run_identity(model, cfg, self.domain, acc.num_processes)
             self._start_or_resume()
+            self._start_trackers()
             progress = self.progress
             while not self._training_done():
                 epoch_start = time.time()
@@ -455,6 +541,8 @@ class Trainer:
                     entry["valid"] = valid["metrics"]
                     line += f"  valid ndcg@10 {score:.4f}  recall@10 {valid['metrics']['recall@10']:.4f}"
                 entry["seconds"] = time.time() - epoch_start
+                tracked = {"train/loss": mean_loss, "train/lr": optimizer.param_groups[0]["lr"], "epoch/seconds": entry["seconds"]}
+                acc.log({**tracked, **{f"valid/{name}": value for name, value in entry.get("valid", {}).items()}}, step=epoch)
                 progress.history.append(entry)
                 self.log(f"{line}  ({entry['seconds']:.1f}s){marker}")
                 progress.finish_epoch()
@@ -530,6 +618,29 @@ class Trainer:
         from mmseqrec.hub import model_card
 
         return model_card(self.resolved, results)
+
+    # ---------------------------------------------------------------------------------------
+    # Experiment trackers
+    # ---------------------------------------------------------------------------------------
+    def _start_trackers(self) -> None:
+        """Start the accelerator's trackers (if any) for this run, files under ``<run_dir>/logs``."""
+        acc = self.accelerator
+        if not acc.log_with:
+            return
+        acc.project_configuration.logging_dir = str(self.run_dir / LOG_DIR)
+        # TensorBoard hides the events of earlier attempts from the epoch this one starts at: a
+        # resumed run repeats the epochs after its checkpoint, a fresh start repeats them all.
+        start = {"tensorboard": {"purge_step": self.progress.epoch}}
+        acc.init_trackers(TRACKING_PROJECT, config=flat_config(self.resolved), init_kwargs=start)
+
+    def _stop_trackers(self) -> None:
+        """Finish and forget this run's trackers. Not ``Accelerator.end_training``: that also
+        closes the process group, and the entry points train several runs with one accelerator
+        (``finish_accelerator`` ends it after the last)."""
+        acc = self.accelerator
+        for tracker in acc.trackers:
+            tracker.finish()
+        acc.trackers.clear()
 
     # ---------------------------------------------------------------------------------------
     # Checkpoints

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     model_name = str(model_section.pop("name", "missrec"))
     model_cls, config_cls = model_classes(model_name)
 
-    accelerator = make_accelerator(train.mixed_precision)
+    accelerator = make_accelerator(train.mixed_precision, log_with=train.log_with)
     if data.prepare_synthetic:
         ensure_synthetic(data, accelerator)
     for domain_name in data.domains:

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tiny import write_tiny_domain
+from tiny import write_tiny_domains
 
 from finetune.cli import main as finetune_main
 from mmseqrec import checkpointing
@@ -47,11 +47,7 @@ FINETUNE = [
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_tiny_domain(root)
-    write_tiny_domain(root, name="TinyA", n_users=60, n_items=30, seed=1)
-    write_tiny_domain(root, name="TinyB", n_users=60, n_items=30, seed=2)
-    return root
+    return write_tiny_domains(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module", autouse=True)

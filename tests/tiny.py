@@ -49,3 +49,11 @@ def tiny_tables(
 def write_tiny_domain(root: Path, **kwargs) -> Path:
     tables = tiny_tables(**kwargs)
     return write_domain(tables, Path(root) / tables.name)
+
+
+def write_tiny_domains(root: Path) -> Path:
+    """``Tiny`` (a fine-tuning target) and ``TinyA``, ``TinyB`` (a small pretraining mixture) in ``root``."""
+    write_tiny_domain(root)
+    write_tiny_domain(root, name="TinyA", n_users=60, n_items=30, seed=1)
+    write_tiny_domain(root, name="TinyB", n_users=60, n_items=30, seed=2)
+    return root
