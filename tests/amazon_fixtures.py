@@ -82,7 +82,22 @@ NEAR_LIMIT_TITLE = "x" * 1998  # 1999 characters with its period: kept
 # 2018: <Category>.csv and meta_<Category>.json.gz
 # --------------------------------------------------------------------------------------------
 
-#: Metadata lines in file order; a str is written as is (a Python-literal line).
+#: What a record of the real per-category files carries besides asin, title, category, brand and
+#: image (meta_Magazine_Subscriptions.json.gz: every record has every field, mostly empty).
+REAL_2018_EMPTY_FIELDS: dict = {
+    "tech1": "", "description": [], "fit": "", "also_buy": [], "tech2": "", "feature": [], "rank": [],
+    "also_view": [], "details": {}, "main_cat": "Office Products", "similar_item": "", "date": "", "price": "",
+}
+#: The start of an HTML tag cut before its ">": what the scrape left as the title of 3,153 of the
+#: 3,385 records of the real Magazine_Subscriptions metadata.
+MARKUP_TITLE = '<span class="a-size-medium a-color-secondary"'
+#: A 38x50 thumbnail as the real ``image`` lists hold them, and the full-size URL it stands for.
+THUMBNAIL = "https://images-na.ssl-images-amazon.com/images/I/51Iph04Jy3L._SX38_SY50_CR,0,0,38,50_.jpg"
+FULL_SIZE = "https://images-na.ssl-images-amazon.com/images/I/51Iph04Jy3L.jpg"
+
+#: Metadata lines in file order; a str is written as is (a Python-literal line). Image URLs come in
+#: both spellings of the release: ``imageURL`` / ``imageURLHighRes`` (the complete metadata) and
+#: ``image`` (the per-category files such as Magazine_Subscriptions).
 META_2018: list[dict | str] = [
     {
         "asin": "A",
@@ -95,15 +110,21 @@ META_2018: list[dict | str] = [
         "imageURLHighRes": ["http://img/A-large.jpg"],
     },
     {"asin": "Q", "title": "Never rated"},
-    {"asin": "B", "title": 'Pens &quot;Fine&quot; tip\n(12 pack)...', "brand": "", "imageURL": ["http://img/B.jpg"], "imageURLHighRes": []},
+    {
+        "asin": "B", "title": 'Pens &quot;Fine&quot; tip\n(12 pack)...', "brand": "", "imageURL": ["http://img/B.jpg"],
+        "imageURLHighRes": [], "image": ["http://img/B-other.jpg"],  # imageURL comes before image
+    },
     {"asin": "C", "title": LONG_TITLE, "category": ["Office Products"], "brand": "Papery."},
-    {"asin": "D", "title": NEAR_LIMIT_TITLE, "brand": None},
+    # The shape of a real per-category record: every field present, images only under ``image``.
+    {**REAL_2018_EMPTY_FIELDS, "asin": "D", "title": NEAR_LIMIT_TITLE, "brand": None, "image": [THUMBNAIL, "http://img/D-2.jpg"]},
     "{'asin': 'E', 'title': 'Eraser &lt;b&gt;Bold&lt;/b&gt;\\tTab', 'category': [], 'brand': {'name': 'Acme'}}",
-    {"asin": "F", "price": "$3.00"},
+    # Markup for a title and every other field empty: no text at all, no image.
+    {**REAL_2018_EMPTY_FIELDS, "asin": "F", "title": MARKUP_TITLE, "category": [], "brand": "", "image": []},
     {"asin": "G", "title": "Glue"},
-    {"asin": "F", "title": "Second record of F"},
+    {"asin": "F", "title": "Second record of F"},  # a repeat that differs: ignored all the same
     {"asin": "H", "title": "Highlighter"},
 ]
+META_2018.append(dict(META_2018[0]))  # a repeat identical to the first record, as the real repeats are
 TEXTS_2018 = [
     "Acme 500ml Beaker. Industrial & Scientific Lab & Scientific Products Beakers. Acme. ",
     "Pens Fine tip(12 pack). . ",
@@ -112,7 +133,7 @@ TEXTS_2018 = [
     "Eraser <b>Bold</b>\tTab. . {'name': 'Acme'}. ",
     None,
 ]
-IMAGES_2018 = ["http://img/A-large.jpg", "http://img/B.jpg", None, None, None, None]
+IMAGES_2018 = ["http://img/A-large.jpg", "http://img/B.jpg", None, FULL_SIZE, None, None]
 
 
 def csv_lines(ratings: list[tuple[str, str, float, int]] = RATINGS) -> list[str]:

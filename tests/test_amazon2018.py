@@ -17,6 +17,7 @@ from pathlib import Path
 
 import amazon_fixtures as fx
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 import mmseqrec.data.format as format_module
@@ -25,7 +26,10 @@ from mmseqrec.data.download import DownloadError, download
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import load_domain
 from mmseqrec.data.sources.amazon2018 import (
+    first_image,
+    full_size_url,
     import_amazon2018,
+    is_title_markup,
     prepare_amazon2018,
     resolve_category,
 )
@@ -67,7 +71,14 @@ def test_counts_after_each_step(raw: Path) -> None:
         "after_metadata_filter": 129,  # X's 7 ratings go
         "after_kcore": fx.INTERACTIONS,  # W2 W3 W4 Y D1 and G, then W1, then H, then Z
     }
+    # 15 raters and 9 rated items (A-H and X); the duplicates remove no one; X's raters all rate
+    # something else, so only X goes with the metadata filter; the 5-core leaves 8 and 6.
+    assert tables.protocol["step_users"] == {"raw_rows": 15, "after_dedup": 15, "after_metadata_filter": 15, "after_kcore": 8}
+    assert tables.protocol["step_items"] == {"raw_rows": 9, "after_dedup": 9, "after_metadata_filter": 8, "after_kcore": 6}
     assert (tables.num_users, tables.num_items) == (8, 6)
+    # F has neither text (a markup title, empty category and brand) nor an image; C, E have no image.
+    assert tables.protocol["item_metadata"] == {"items": 6, "with_text": 5, "with_image_url": 3}
+    assert "6 items: 5 with text (from title, category, brand), 3 with an image URL" in tables.notes
 
 
 def test_ids_follow_first_surviving_rows_and_first_appearance(raw: Path) -> None:
@@ -130,8 +141,32 @@ def test_names_map_to_release_categories() -> None:
     assert resolve_category("Food") == ("Food", "Grocery_and_Gourmet_Food")
     assert resolve_category("Industrial_and_Scientific") == ("Scientific", "Industrial_and_Scientific")
     assert resolve_category("Video_Games") == (None, "Video_Games")
+    assert resolve_category("Magazine_Subscriptions") == (None, "Magazine_Subscriptions")
+    assert resolve_category("magazine_subscriptions") == (None, "Magazine_Subscriptions")
     with pytest.raises(ValueError, match="unknown Amazon 2018 domain 'Beauty'.*Office"):
         resolve_category("Beauty")
+
+
+def test_image_url_fields_of_the_release() -> None:
+    assert first_image({"imageURLHighRes": ["http://h/1.jpg"], "imageURL": ["http://l/1.jpg"], "image": ["http://i/1.jpg"]}) == "http://h/1.jpg"
+    assert first_image({"imageURLHighRes": [], "imageURL": ["", "http://l/2.jpg"], "image": ["http://i/1.jpg"]}) == "http://l/2.jpg"
+    assert first_image({"image": [fx.THUMBNAIL]}) == fx.FULL_SIZE
+    assert first_image({"image": "http://i/one.jpg"}) == "http://i/one.jpg"  # a bare string, too
+    assert first_image({"image": [], "imageURL": None}) is None
+    # The complete metadata's thumbnail and high-resolution URLs of one picture agree after it.
+    small = "https://images-na.ssl-images-amazon.com/images/I/41dU3Ks9KzL._SS40_.jpg"
+    assert full_size_url(small) == "https://images-na.ssl-images-amazon.com/images/I/41dU3Ks9KzL.jpg"
+    assert full_size_url("https://m.media-amazon.com/images/I/71a%2Bb-C._AC_US40_.png") == "https://m.media-amazon.com/images/I/71a%2Bb-C.png"
+    for unchanged in (fx.FULL_SIZE, "http://img/A._SX38_.jpg", "https://example.com/images/I/x._SS40_.jpg"):
+        assert full_size_url(unchanged) == unchanged
+
+
+def test_markup_titles_are_recognised() -> None:
+    assert is_title_markup(fx.MARKUP_TITLE)
+    assert is_title_markup(' Magazines" />')  # the other debris of the real Magazine file
+    assert is_title_markup("&lt;div id=&quot;title&quot;")
+    for title in ("Eraser <b>Bold</b> Tab", "Natural Health", 'Ruler 12" long', "Kids > Toys", None, ["<span"]):
+        assert not is_title_markup(title), title
 
 
 def test_cli_prepare_writes_a_loadable_domain(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -149,7 +184,11 @@ def test_cli_prepare_writes_a_loadable_domain(raw: Path, tmp_path: Path, capsys:
     assert "raw-file order" in manifest["protocol"]["tie_break"]
     assert manifest["protocol"]["filters"]["iterative_kcore"] == {"k_user": 5, "k_item": 5, "counts": "interaction rows"}
     assert any("Python dict literals" in n for n in manifest["notes"])
-    assert any("first record of an asin wins" in n for n in manifest["notes"])
+    # Two repeats of rated items: A's is identical, F's differs.
+    assert any("2 repeated record(s) of rated items ignored (the first record of an asin wins); 1 of them" in n for n in manifest["notes"])
+    assert any("1 of 8 rated items have a title that is a piece of HTML markup" in n for n in manifest["notes"])
+    assert "6 items: 5 with text (from title, category, brand), 3 with an image URL" in printed
+    assert "138 rating rows (15 users, 9 items); 136 after collapsing exact duplicates (15 users, 9 items)" in printed
     assert domain.item_text == fx.TEXTS_2018
     seq = domain.sequence_values[domain.sequence_offsets[4] : domain.sequence_offsets[5]]
     assert seq.tolist() == fx.HEAVY
@@ -407,3 +446,46 @@ def test_existing_domain_is_refused_before_reading(raw: Path, tmp_path: Path) ->
     (out / "Office").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="already exists.*--overwrite"):
         prepare_amazon2018("Office", raw_dir=tmp_path / "nowhere", out=out, download=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Real data: the raw Magazine_Subscriptions files, exactly as the release publishes them
+# --------------------------------------------------------------------------------------------
+
+MAGAZINE = "amazon2018-raw-magazine"
+
+
+def test_real_magazine_files_through_the_cli(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Counts measured on the real files: the raw ones are the shared README's table (72,098
+    raters, 2,428 rated items, 89,689 ratings). Its metadata has images only under ``image``
+    (none under imageURL / imageURLHighRes) and markup instead of most titles."""
+    raw = shared_data / MAGAZINE
+    if not raw.is_dir():
+        pytest.skip(f"{raw} is absent")
+    out = tmp_path / "processed"
+    argv = ["prepare", "amazon2018", "--domain", "Magazine_Subscriptions", "--raw-dir", str(raw), "--no-download", "--data-dir", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    domain = load_domain("Magazine_Subscriptions", data_dir=out)
+    protocol = domain.manifest["protocol"]
+    assert protocol["steps"] == {"raw_rows": 89_689, "after_dedup": 88_468, "after_metadata_filter": 84_139, "after_kcore": 1_950}
+    assert protocol["step_users"] == {"raw_rows": 72_098, "after_dedup": 72_098, "after_metadata_filter": 68_482, "after_kcore": 284}
+    assert protocol["step_items"] == {"raw_rows": 2_428, "after_dedup": 2_428, "after_metadata_filter": 2_320, "after_kcore": 126}
+    counts = domain.manifest["counts"]
+    assert (counts["users"], counts["items"], counts["interactions"]) == (284, 126, 1_950)
+    assert protocol["item_metadata"] == {"items": 126, "with_text": 126, "with_image_url": 111}
+    assert "126 items: 126 with text (from title, category, brand), 111 with an image URL" in printed
+    assert "1,950 in the 5/5-core (284 users, 126 items)" in printed
+    notes = domain.manifest["notes"]
+    assert any("1065 repeated record(s)" in n and "0 of them would have given another text or image" in n for n in notes)
+    assert any("2173 of 2320 rated items have a title that is a piece of HTML markup" in n for n in notes)
+
+    # Full-size Amazon URLs (the file lists 38x50 thumbnails); no text keeps the markup.
+    item_image = pq.read_table(domain.path / "items.parquet", columns=["image"]).column("image").to_pylist()
+    images = [url for url in item_image if url is not None]
+    assert len(images) == 111
+    assert all(url.startswith("https://images-na.ssl-images-amazon.com/images/I/") and "._" not in url for url in images)
+    assert not any("<span" in t or "a-size-medium" in t for t in domain.item_text)
+    first = domain.item_raw_id.index("B00005N7PT")
+    assert domain.item_text[first] == "Magazine Subscriptions Science, History & Nature Nature & Ecology. Kalmbach Publ Co. "
+    assert item_image[first] == "https://images-na.ssl-images-amazon.com/images/I/5145NDH7STL.jpg"

@@ -402,3 +402,61 @@ def test_minilm_alias_matches_sentence_transformers() -> None:
     ours, _ = encoder.encode_texts(texts)
     reference = sentence_transformers.SentenceTransformer(str(package.get_model_path()), device="cpu").encode(texts)
     assert_close(ours, reference)
+
+
+# --------------------------------------------------------------------------------------------
+# Real product photos: the 200 JPEGs of the shared Toys release through `mmseqrec extract`
+# --------------------------------------------------------------------------------------------
+
+#: ViT-B/32's input (224 px, 32 px patches) and output (512-d, as the release's features), one thin
+#: layer per tower: the real photos go through the real preprocessing in seconds on a CPU.
+THIN_B32_CONFIG = {
+    "embed_dim": 512,
+    "vision_cfg": {"image_size": 224, "layers": 1, "width": 64, "patch_size": 32, "head_width": 32},
+    "text_cfg": TINY_CLIP_CONFIG["text_cfg"],
+}
+
+
+def test_real_product_photos_from_an_image_dir(toys_release, tmp_path: Path, capsys) -> None:
+    """Only the items whose photo is in --image-dir get an image vector; every other item of the
+    11,924 is masked and counted, and the release's own image features stay as they were."""
+    from mmseqrec.features.clip import ClipEncoder
+
+    raw, prepared = toys_release
+    folder = tmp_path / "data" / "Toys"
+    shutil.copytree(prepared, folder)  # the session's prepared domain stays unchanged for others
+    photos = raw / "images-sample"
+    asins = sorted(p.stem for p in photos.glob("*.jpg"))
+    assert len(asins) == 200
+    model_dir = tmp_path / "thin-b32"
+    model_dir.mkdir()
+    (model_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": THIN_B32_CONFIG}))
+    argv = ["extract", "--domain", "Toys", "--data-dir", str(folder.parent), "--model", f"local-dir:{model_dir}",
+            "--pretrained", "none", "--modalities", "image", "--image-dir", str(photos), "--offline",
+            "--image-name", "clip_image", "--device", "cpu", "--quiet"]
+    torch.manual_seed(0)  # the random weights, rebuilt below to check the vectors
+    assert main(argv) == 0
+    assert "clip_image: 200/11,924 items, 512-d, 11,724 skipped" in capsys.readouterr().out
+
+    domain = load_domain(folder, features=["clip_image", "image"])
+    feature = domain.features["clip_image"]
+    with_photo = np.zeros(domain.num_items + 1, dtype=bool)
+    item_of = {raw_id: i + 1 for i, raw_id in enumerate(domain.item_raw_id)}
+    with_photo[[item_of[asin] for asin in asins]] = True
+    assert np.array_equal(feature.present, with_photo)
+    assert feature.values.shape == (11_924 + 1, 512) and np.isfinite(feature.values).all()
+    assert not feature.values[~with_photo].any()
+    assert np.unique(feature.values[with_photo], axis=0).shape[0] == 200  # 200 photos, 200 different vectors
+
+    torch.manual_seed(0)
+    encoder = ClipEncoder.load(f"local-dir:{model_dir}", pretrained="none", device="cpu", precision="fp32")
+    for asin in (asins[0], asins[-1]):  # each row is its own item's photo
+        with Image.open(photos / f"{asin}.jpg") as picture:
+            expected = encoder.encode_images([picture.convert("RGB")])[0]
+        assert_close(feature.values[item_of[asin]], expected)
+
+    entry = domain.manifest["features"]["clip_image"]
+    assert (entry["items_with_feature"], entry["skipped"], entry["dim"]) == (200, 11_724, 512)
+    assert entry["skip_reasons"] == {"missing": 11_724}
+    assert domain.manifest["features"]["image"]["items_with_feature"] == 11_924 - 17
+    assert int(domain.features["image"].present[1:].sum()) == 11_924 - 17

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fixtures import write_lcrec
 
+from mmseqrec.cli import main
 from mmseqrec.data.loading import load_domain
 from mmseqrec.data.sources.lcrec import import_lcrec, item_text, prepare_lcrec, register
 
@@ -96,3 +99,22 @@ def test_real_counts_match_the_readme(
         assert domain.item_text[0].startswith("VTECH CS6114 DECT 6.0 Cordless Phone") and domain.item_text[0].endswith(". VTech.")
     else:
         assert all(t is None for t in domain.item_text)
+
+
+def test_real_games_titles_through_the_cli(shared_data: Path, tmp_path: Path) -> None:
+    raw = shared_data / "amazon2018-games-text"
+    if not raw.is_dir():
+        pytest.skip(f"{raw} is absent")
+    assert main(["prepare", "lcrec", "--path", str(raw), "--name", "Games", "--data-dir", str(tmp_path)]) == 0
+    domain = load_domain("Games", data_dir=tmp_path, features=[])
+    counts = domain.manifest["counts"]
+    users, items, interactions = 50_546, 16_859, 440_264  # the shared README's table
+    assert (counts["users"], counts["items"], counts["interactions"]) == (users, items, interactions)
+    assert len(domain.splits["test"]) == len(domain.splits["valid"]) == users
+    assert len(domain.splits["train"]) == interactions - 3 * users
+    assert int(np.diff(domain.sequence_offsets).max()) <= 50  # the source's sequences are capped at 50
+    # Games.item.json holds titles only: every item's text is its title with a closing period.
+    titles = json.loads((raw / "Games.item.json").read_text())
+    assert all(t is not None for t in domain.item_text)
+    assert domain.item_text[0] == "Fire Emblem: The Sacred Stones."
+    assert all(text.rstrip(".") == titles[str(i)]["title"].strip().rstrip(".") for i, text in enumerate(domain.item_text))

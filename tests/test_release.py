@@ -264,3 +264,57 @@ def test_scientific_round_trip_through_the_cli(shared_data: Path, tmp_path: Path
         assert parse_inter(exported / name) == parse_inter(raw / name), name
     for name in ("Scientific.feat1CLS", "Scientific.feat3CLS", "Scientific.item2index", "Scientific.user2index"):
         assert (exported / name).read_bytes() == (raw / name).read_bytes(), name
+
+
+# --------------------------------------------------------------------------------------------
+# Real data: Toys (Amazon 2014) with real CLIP text and image features, 17 items without an image
+# --------------------------------------------------------------------------------------------
+
+TOYS_USERS, TOYS_ITEMS, TOYS_INTERACTIONS = 19_412, 11_924, 167_597  # the shared README's table
+
+
+def test_toys_counts_match_the_readme(toys_release: tuple[Path, Path]) -> None:
+    raw, folder = toys_release
+    domain = load_domain(folder)
+    counts = domain.manifest["counts"]
+    # The README counts every interaction of every user: the whole rebuilt sequence.
+    assert (counts["users"], counts["items"], counts["interactions"]) == (TOYS_USERS, TOYS_ITEMS, TOYS_INTERACTIONS)
+    assert domain.sequence_values.size == TOYS_INTERACTIONS
+    assert (len(domain.splits["valid"]), len(domain.splits["test"])) == (TOYS_USERS, TOYS_USERS)
+    # Train targets are the 2nd to the third-to-last item: the first item of a user is never a target.
+    assert len(domain.splits["train"]) == len(parse_inter(raw / "Toys.train.inter")[1]) == TOYS_INTERACTIONS - 3 * TOYS_USERS
+    test = domain.splits["test"]
+    for r in range(0, len(test), 997):  # a sample of users: the test row is the sequence but its last item
+        u = int(test.user_id[r])
+        seq = domain.sequence_values[domain.sequence_offsets[u] : domain.sequence_offsets[u + 1]]
+        assert seq[:-1][-50:].tolist() == test.history(r).tolist() and seq[-1] == test.target[r]
+
+
+def test_toys_items_without_an_image_are_masked(toys_release: tuple[Path, Path]) -> None:
+    raw, folder = toys_release
+    domain = load_domain(folder)
+    released = np.fromfile(raw / "Toys.feat3CLS", dtype="<f4").reshape(-1, 512)
+    zero_rows = np.flatnonzero(~released.any(axis=1))
+    assert zero_rows.size == 17
+    image = domain.features["image"]
+    assert not image.present[0]
+    assert np.array_equal(np.flatnonzero(~image.present[1:]), zero_rows)  # exactly those 17, nothing else
+    assert not image.values[1:][zero_rows].any()
+    assert np.array_equal(image.values[1:][image.present[1:]], released[image.present[1:]])
+    entry = domain.manifest["features"]["image"]
+    assert (entry["items_with_feature"], entry["missing_rows"]) == (TOYS_ITEMS - 17, 17)
+    assert "Toys.feat3CLS: 17 all-zero row(s) recorded as missing 'image' features" in domain.manifest["notes"]
+    # Real CLIP vectors, not normalised, as the README describes (text norms ~7, image ~10): a
+    # swapped or misread file would not give these.
+    text = domain.features["text"]
+    assert text.present[1:].all() and text.dim == image.dim == 512
+    assert 6.0 < np.median(np.linalg.norm(text.values[1:], axis=1)) < 8.5
+    assert 8.5 < np.median(np.linalg.norm(image.values[1:][image.present[1:]], axis=1)) < 11.5
+
+
+def test_toys_item_text(toys_release: tuple[Path, Path]) -> None:
+    _, folder = toys_release
+    domain = load_domain(folder, features=[])
+    assert len(domain.item_text) == TOYS_ITEMS and all(t for t in domain.item_text)
+    assert domain.item_raw_id[0] == "B000EUKRY0"
+    assert domain.item_text[0].startswith("Title: Fisher-Price Little People Lil' Movers Airplane ; Description: ")

@@ -14,11 +14,28 @@ layout) and downloaded there when missing (resumable; ``--no-download`` to forbi
 protocol (``amazon_protocol``) collapses exact duplicate rows, drops interactions whose item has
 no metadata, keeps the iterative 5-core, sorts each user's items by timestamp with ties in
 raw-file order, builds item text from title, category and brand, and splits leave-one-out with
-histories cut to 50. Items keep their first image URL (``imageURLHighRes``, else ``imageURL``).
+histories cut to 50.
 
-Metadata lines are parsed as JSON; a line that is not JSON but a Python dict literal (as in some
-dumps of the McAuley data) is read with ``ast.literal_eval`` and counted in the manifest notes.
-The first record of an asin wins when an asin is listed twice.
+What the real metadata files hold, and how it is read:
+
+- Image URLs come under three names. The complete metadata (``metaFiles2``) has ``imageURL``
+  (thumbnails) and ``imageURLHighRes``; other per-category files (Magazine_Subscriptions, for
+  one) have only ``image``, a list of 38x50 px thumbnails. An item keeps the first URL of the
+  first of ``imageURLHighRes``, ``imageURL``, ``image`` that has one, and an Amazon image URL
+  loses its size modifier (``I/51Iph04Jy3L._SX38_SY50_CR,0,0,38,50_.jpg`` -> ``I/51Iph04Jy3L.jpg``):
+  that is exactly how ``imageURLHighRes`` relates to ``imageURL``, and a 38 px thumbnail is
+  useless to an image encoder.
+- Some titles are scraping debris, the cut-off start of an HTML tag
+  (``<span class="a-size-medium a-color-secondary"``, 3,153 of the 3,385 Magazine records) or
+  the tail of one (`` Magazines" />``). Such a title is treated as absent (counted in the notes);
+  the text then comes from category and brand.
+- Records repeat (1,065 asins twice in the Magazine file, identical); the first record of an
+  asin wins, and the notes count repeats that would have given another text or image.
+- Lines are JSON; a line that is a Python dict literal instead (some dumps of the McAuley data)
+  is read with ``ast.literal_eval`` and counted in the notes.
+
+The manifest (``protocol``) and the console give the rows, users and items after every step and
+how many items have text and an image URL.
 """
 
 from __future__ import annotations
@@ -26,8 +43,10 @@ from __future__ import annotations
 import argparse
 import ast
 import gzip
+import html
 import json
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +105,15 @@ MIRRORS: tuple[str, ...] = (
 #: this starts empty; the manifest records the digest of whatever file was used.
 KNOWN_SHA256: dict[str, str] = {}
 TEXT_FIELDS: tuple[str, ...] = ("title", "category", "brand")
+#: Image URL fields in order of preference (see the module docstring).
+IMAGE_FIELDS: tuple[str, ...] = ("imageURLHighRes", "imageURL", "image")
+#: An Amazon image URL with a size modifier: ``<base>/I/<id>._<modifiers>_.<ext>``.
+AMAZON_RESIZED_IMAGE = re.compile(
+    r"^(?P<base>https?://[^/]*(?:images-amazon|media-amazon)\.com/images/[A-Z]/[^/.]+)\._[^/]*_(?P<ext>\.[A-Za-z]+)$"
+)
+#: Titles that are pieces of HTML markup rather than titles: an opening tag cut before its ``>``,
+#: or the end of a tag (an attribute value closed by ``"`` and then ``>`` or ``/>``).
+TITLE_MARKUP = (re.compile(r"^\s*<[A-Za-z!/][^<>]*$"), re.compile(r'^[^<>]*"\s*/?>\s*$'))
 RATING_COLUMNS: tuple[str, ...] = ("item", "user", "rating", "timestamp")
 DEFAULT_RAW_DIR = Path("data") / "raw" / "amazon2018"
 HOMEPAGE = "https://nijianmo.github.io/amazon/"
@@ -285,23 +313,43 @@ def parse_meta_line(line: str, where: str) -> tuple[dict[str, Any], bool]:
     return record, literal
 
 
+def full_size_url(url: str) -> str:
+    """An Amazon image URL without its size modifier (the full-size picture); others unchanged."""
+    match = AMAZON_RESIZED_IMAGE.match(url)
+    return match["base"] + match["ext"] if match else url
+
+
 def first_image(record: dict[str, Any]) -> str | None:
-    """The first high-resolution image URL, else the first image URL, else None."""
-    for key in ("imageURLHighRes", "imageURL"):
+    """The first URL of the first of ``IMAGE_FIELDS`` that has one, at full size; else None."""
+    for key in IMAGE_FIELDS:
         value = record.get(key)
-        if isinstance(value, str) and value:
-            return value
-        if isinstance(value, list):
-            for url in value:
-                if isinstance(url, str) and url:
-                    return url
+        urls = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        for url in urls:
+            if isinstance(url, str) and url.strip():
+                return full_size_url(url.strip())
     return None
+
+
+def is_title_markup(title: Any) -> bool:
+    """Whether a title is a piece of HTML markup left by the scrape instead of a title."""
+    if not isinstance(title, str):
+        return False
+    title = html.unescape(title)
+    return any(pattern.match(title) for pattern in TITLE_MARKUP)
+
+
+def item_record(record: dict[str, Any]) -> tuple[ItemRecord, bool]:
+    """What the protocol keeps of one metadata record, and whether its title was markup."""
+    markup = is_title_markup(record.get("title"))
+    if markup:
+        record = {**record, "title": None}
+    return ItemRecord(text=item_text(record, TEXT_FIELDS), image=first_image(record)), markup
 
 
 def read_metadata(path: Path, wanted: set[str], progress: bool = True) -> tuple[dict[str, ItemRecord], list[str]]:
     """Records of the ``wanted`` asins (first record wins) and notes on what was seen."""
     records: dict[str, ItemRecord] = {}
-    lines = literal_lines = repeats = 0
+    lines = literal_lines = repeats = differing_repeats = markup_titles = 0
     for number, line in _meta_lines(path, progress):
         if not line.strip():
             continue
@@ -311,17 +359,28 @@ def read_metadata(path: Path, wanted: set[str], progress: bool = True) -> tuple[
         asin = record["asin"]
         if asin not in wanted:
             continue
+        kept, markup = item_record(record)
         if asin in records:
             repeats += 1
+            differing_repeats += kept != records[asin]
             continue
-        records[asin] = ItemRecord(text=item_text(record, TEXT_FIELDS), image=first_image(record))
+        records[asin] = kept
+        markup_titles += markup
     if lines == 0:
         raise DataFormatError(f"{path.name}: no metadata records")
     notes = []
     if literal_lines:
         notes.append(f"{path.name}: {literal_lines} of {lines} lines were Python dict literals, not JSON (read with ast.literal_eval)")
     if repeats:
-        notes.append(f"{path.name}: {repeats} repeated record(s) of rated items ignored (the first record of an asin wins)")
+        notes.append(
+            f"{path.name}: {repeats} repeated record(s) of rated items ignored (the first record of an asin wins); "
+            f"{differing_repeats} of them would have given another text or image"
+        )
+    if markup_titles:
+        notes.append(
+            f"{path.name}: {markup_titles} of {len(records)} rated items have a title that is a piece of HTML markup "
+            "(e.g. '<span class=...'), treated as no title"
+        )
     return records, notes
 
 
@@ -382,6 +441,10 @@ def import_amazon2018(
         max_len=max_len,
         notes=notes,
         where=ratings_path.name,
+    )
+    tables.protocol["text"]["title_markup"] = "a title that is a piece of HTML markup (a cut-off tag) counts as no title"
+    tables.protocol["image"] = (
+        f"first URL of the first of {', '.join(IMAGE_FIELDS)} that has one; Amazon size modifiers removed (full-size picture)"
     )
     if (k_user, k_item) == (DEFAULT_K, DEFAULT_K) and (line := compare_with_paper(short, tables)):
         tables.notes.append(line)

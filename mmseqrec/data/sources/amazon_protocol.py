@@ -18,7 +18,8 @@ and a mapping from item id to the metadata fields the protocol uses, then call
 6. Item text: the fields title, category, brand (in that order; the 2023 importer names its
    equivalents), each cleaned by ``clean_field`` and followed by one space, exactly as UniSRec
    writes ``<D>.text`` (the result ends with a space). An item whose record has none of the
-   fields gets no text (None).
+   fields, or whose fields hold no letter or digit (UniSRec would write ``". . "``), gets no
+   text (None), so that its text is masked rather than encoded from punctuation.
 7. Chronological leave-one-out with histories cut to their last 50 items
    (``mmseqrec.data.split.leave_one_out``).
 """
@@ -92,10 +93,13 @@ def item_text(record: Mapping[str, Any], fields: Sequence[str]) -> str | None:
     """The item text from ``fields`` of one metadata record; None when none of them is present.
 
     A field that is absent or null is skipped. Every present field contributes its cleaned value
-    followed by one space (so an over-long field contributes a lone space), as in UniSRec.
+    followed by one space (so an over-long field contributes a lone space), as in UniSRec. A
+    result without a single letter or digit is None too.
     """
     parts = [clean_field(record[name]) + " " for name in fields if record.get(name) is not None]
-    return "".join(parts) if parts else None
+    text = "".join(parts)
+    # Real records often carry every field but empty ([] and ""): ". . " says nothing about the item.
+    return text if any(ch.isalnum() for ch in text) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,7 +176,9 @@ class ProtocolResult:
     sequences: list[np.ndarray]  # per user, item ids 1..N
     user_raw_id: list[str]
     item_raw_id: list[str]
-    steps: dict[str, int] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)  # interaction rows after each step
+    step_users: dict[str, int] = field(default_factory=dict)  # distinct users after each step
+    step_items: dict[str, int] = field(default_factory=dict)  # distinct items after each step
 
 
 def duplicate_rows(rows: RatingRows) -> np.ndarray:
@@ -197,15 +203,25 @@ def apply_protocol(rows: RatingRows, has_metadata: np.ndarray, k_user: int = DEF
         has_metadata: (len(rows.item_ids),) bool, whether each item code has a metadata record.
         k_user, k_item: the k-core thresholds.
     """
-    steps = {"raw_rows": len(rows)}
+    steps: dict[str, int] = {}
+    step_users: dict[str, int] = {}
+    step_items: dict[str, int] = {}
+
+    def count_step(step: str, position: np.ndarray) -> None:
+        steps[step] = int(position.size)
+        # Codes are dense (0..len(ids)-1), so counting is linear; no sort of millions of rows.
+        step_users[step] = int(np.count_nonzero(np.bincount(rows.user[position], minlength=len(rows.user_ids))))
+        step_items[step] = int(np.count_nonzero(np.bincount(rows.item[position], minlength=len(rows.item_ids))))
+
+    count_step("raw_rows", np.arange(len(rows)))
     keep = ~duplicate_rows(rows)
-    steps["after_dedup"] = int(keep.sum())
+    count_step("after_dedup", np.flatnonzero(keep))
     keep &= np.asarray(has_metadata, dtype=bool)[rows.item]
-    steps["after_metadata_filter"] = int(keep.sum())
     position = np.flatnonzero(keep)
+    count_step("after_metadata_filter", position)
     core = iterative_kcore(rows.user[position], rows.item[position], k_user=k_user, k_item=k_item)
     position = position[core]
-    steps["after_kcore"] = int(position.size)
+    count_step("after_kcore", position)
 
     user, item, timestamp = rows.user[position], rows.item[position], rows.timestamp[position]
     # Users in order of their first surviving row (``position`` is ascending = file order).
@@ -228,6 +244,8 @@ def apply_protocol(rows: RatingRows, has_metadata: np.ndarray, k_user: int = DEF
         user_raw_id=rows.user_ids.take(pa.array(users_in_order)).to_pylist(),
         item_raw_id=rows.item_ids.take(pa.array(by_appearance)).to_pylist(),
         steps=steps,
+        step_users=step_users,
+        step_items=step_items,
     )
 
 
@@ -284,18 +302,26 @@ def build_domain(
     records = records_for(result.item_raw_id)
     item_records = [records[raw] for raw in result.item_raw_id]
     n_items = len(item_records)
-    without_text = sum(r.text is None for r in item_records)
-    without_image = sum(r.image is None for r in item_records)
+    item_counts = {
+        "items": n_items,
+        "with_text": sum(r.text is not None for r in item_records),
+        "with_image_url": sum(r.image is not None for r in item_records),
+    }
+
+    def who(step: str) -> str:
+        return f"({result.step_users[step]:,} users, {result.step_items[step]:,} items)"
+
     notes = list(notes)
     notes.append(
-        f"{steps['raw_rows']:,} rating rows; {steps['after_dedup']:,} after collapsing exact duplicates; "
-        f"{steps['after_metadata_filter']:,} whose item has metadata; {steps['after_kcore']:,} in the "
-        f"{k_user}/{k_item}-core"
+        f"{steps['raw_rows']:,} rating rows {who('raw_rows')}; {steps['after_dedup']:,} after collapsing exact "
+        f"duplicates {who('after_dedup')}; {steps['after_metadata_filter']:,} whose item has metadata "
+        f"{who('after_metadata_filter')}; {steps['after_kcore']:,} in the {k_user}/{k_item}-core {who('after_kcore')}"
     )
-    if without_text:
-        notes.append(f"{without_text} of {n_items} items have none of the text fields ({', '.join(text_fields)})")
-    if without_image:
-        notes.append(f"{without_image} of {n_items} items have no image URL")
+    # Always stated, not only when something is missing: a count of 0 is how a wrong field name shows.
+    notes.append(
+        f"{n_items:,} items: {item_counts['with_text']:,} with text (from {', '.join(text_fields)}), "
+        f"{item_counts['with_image_url']:,} with an image URL"
+    )
     return DomainTables(
         name=name,
         source=source,
@@ -316,10 +342,13 @@ def build_domain(
                 "cleaning": (
                     "lists joined by spaces, dicts as str; HTML entities unescaped; double quotes, \\n and \\r deleted; "
                     f"trailing periods replaced by one; a field of {MAX_FIELD_CHARS}+ characters becomes empty; "
-                    "each field followed by one space"
+                    "each field followed by one space; a text without a letter or digit counts as no text"
                 ),
             },
             "steps": steps,
+            "step_users": result.step_users,
+            "step_items": result.step_items,
+            "item_metadata": item_counts,
         },
         item_raw_id=result.item_raw_id,
         item_text=[r.text for r in item_records],
