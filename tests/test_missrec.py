@@ -120,13 +120,39 @@ def test_augmentation_drops_sampled_items_and_keeps_order(tiny):
     assert 2.0 < dropped < 3.0  # 5 droppable items x 0.5
 
 
-def test_regulariser_is_a_masked_mean_independent_of_batch_size():
+def test_masked_mean_regulariser_is_independent_of_batch_size():
     memory = torch.randn(1, 5, 8)
     pad = torch.tensor([[False, False, True, True, True]])
-    one = MISSRec.interest_regulariser(memory, pad)
+    one = MISSRec.interest_regulariser(memory, pad, "masked_mean")
     expected = memory[0, :2].mean(0).pow(2).sum() / 8
     assert close(one, expected)
-    assert close(MISSRec.interest_regulariser(memory.repeat(7, 1, 1), pad.repeat(7, 1)), one)
+    assert close(MISSRec.interest_regulariser(memory.repeat(7, 1, 1), pad.repeat(7, 1), "masked_mean"), one)
+
+
+def test_reference_regulariser_matches_a_hand_computation():
+    """Spec 4.3: sum over rows of ||(real / Q) * (sum of ALL Q slots)||^2, / D."""
+    memory = torch.tensor(
+        [
+            [[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]],  # 2 real interests, 1 padding slot
+            [[-2.0, 1.0], [1.0, 1.0], [4.0, 0.0]],  # 1 real interest, 2 padding slots
+        ]
+    )
+    pad = torch.tensor([[False, False, True], [False, True, True]])
+    # row 0: (2/3) * (4.5, 1.5) = (3, 1) -> 10; row 1: (1/3) * (3, 2) = (1, 2/3) -> 1 + 4/9
+    expected = (10.0 + 1.0 + 4.0 / 9.0) / 2
+    assert close(MISSRec.interest_regulariser(memory, pad, "reference"), torch.tensor(expected))
+    # summed over the batch: seven copies weigh seven times as much
+    assert close(MISSRec.interest_regulariser(memory.repeat(7, 1, 1), pad.repeat(7, 1), "reference"), torch.tensor(7 * expected))
+
+
+def test_each_regulariser_formula_has_its_default_weight(tiny):
+    from mmseqrec.models.missrec import MASKED_MEAN_REG_WEIGHT, REFERENCE_REG_WEIGHT
+
+    assert MISSRec(small_config(tiny, reg_formula="reference")).reg_weight == REFERENCE_REG_WEIGHT == 1e-4
+    assert MISSRec(small_config(tiny, reg_formula="masked_mean")).reg_weight == MASKED_MEAN_REG_WEIGHT
+    assert MISSRec(small_config(tiny, reg_formula="masked_mean", reg_weight=0.5)).reg_weight == 0.5
+    with pytest.raises(ValueError, match="reg_formula must be one of reference, masked_mean"):
+        MISSRec(small_config(tiny, reg_formula="orthogonal"))
 
 
 def test_save_load_identical_scores_and_transfer(tiny, tmp_path):
@@ -307,3 +333,32 @@ def test_moe_adapter_trains_in_peft_and_clusters_deterministically(tiny):
     assert losses[-1] < losses[0]
     with pytest.raises(ValueError, match="adapter must be linear or moe"):
         MISSRec(small_config(tiny, adapter="mlp"))
+
+
+def test_inductive_items_without_content_are_no_candidates_as_in_unisrec(tiny):
+    """MISSRec on images only: items 1-3 have no image, so in inductive mode nothing represents
+    them; they score -inf (UniSRec's rule) instead of 0, which ranked them above every item with
+    a negative cosine. Rows whose target is such an item are left out of the losses."""
+    torch.manual_seed(0)
+    model = MISSRec(small_config(tiny, mode="inductive", modalities="image"))
+    model.attach_domain(tiny)
+    model.refresh_interests()
+    model.eval()
+    batch = {"item_seq": torch.tensor([[4, 5, 6], [7, 8, 0]]), "item_seq_len": torch.tensor([3, 2])}
+    scores = model.score_all(batch)
+    assert torch.isinf(scores[:, :3]).all() and (scores[:, :3] < 0).all()
+    assert torch.isfinite(scores[:, 3:]).all()
+    model.train()
+    with_missing = {**batch, "target": torch.tensor([2, 9])}
+    only_missing = {**batch, "target": torch.tensor([1, 2])}
+    for stage in ("finetune", "pretrain"):
+        apply_stage(model, stage)
+        loss = model.loss_terms(with_missing)
+        assert all(torch.isfinite(term) for term in loss.values()), loss
+        first = "cross_entropy" if stage == "finetune" else "seq_item"
+        assert model.loss_terms(only_missing)[first].item() == 0.0
+    # transductive mode has the ID embedding: every item is a candidate
+    transductive = MISSRec(small_config(tiny, mode="transductive", modalities="image"))
+    transductive.attach_domain(tiny)
+    transductive.refresh_interests()
+    assert torch.isfinite(transductive.eval().score_all(batch)).all()

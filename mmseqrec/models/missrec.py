@@ -45,8 +45,12 @@ Corrections to the released code (each on by default; spec ``missrec.md`` sectio
   ``item_drop_ratio``) and compacts the rest, for text and image alike; the released scatter
   drops the wrong items and never augments the image side. The choice between item drop and
   text-feature drop (``text_aug``, when the domain has it) is made per sequence, not per batch.
-- **The interest regulariser** is a masked mean over each row's real interest tokens, averaged
-  over the batch (the released one sums padding tokens and grows with the batch size).
+- **The interest regulariser** comes in two forms (``reg_formula``): ``reference``, the released
+  code's (the fraction-scaled sum over all interest slots, padding included, summed over the
+  batch, / D), and ``masked_mean``, the mean over each row's real interest tokens averaged over
+  the batch, which does not grow with the batch size or the padding. With the same weight the
+  masked mean is about 2e4 times smaller at batch 512, so it has its own default weight (see
+  ``reg_weight``).
 - The padding item is not a candidate in the fine-tuning softmax; in-batch pretraining
   negatives that are the same item as the positive are removed rather than counted.
 """
@@ -66,6 +70,14 @@ from mmseqrec.models.base import Recommender, content_domain_config, check_stage
 from mmseqrec.models.unisrec import MoEAdaptor
 
 MODES = ("transductive", "inductive")
+REG_FORMULAS = ("reference", "masked_mean")
+#: gamma of the paper, for the released regulariser
+REFERENCE_REG_WEIGHT = 1e-4
+#: gamma for the masked mean: 1e-4 x the ratio of the two forms at initialisation in the paper's
+#: fine-tuning configuration with batch 512 (17,100-22,400 on the Scientific subset, three seeds;
+#: ``benchmarks/regulariser_scale.py``), so that both terms start about as large (0.8-1.0 next
+#: to a cross-entropy of 7.2)
+MASKED_MEAN_REG_WEIGHT = 2.0
 PRETRAIN_NEGATIVES = ("in_batch", "in_batch_logq", "all_items")
 
 # nn.Transformer's encoder converts padded batches to nested tensors in eval mode and warns
@@ -114,7 +126,12 @@ class MISSRecConfig:
             the popularity term that full ranking needs. ``all_items``: a softmax over every
             item of the (mixed) catalogue, as in fine-tuning; costs B x N scores per batch.
         seqseq_weight: weight lambda of the sequence-sequence contrastive loss (1e-3).
-        reg_weight: weight gamma of the interest regulariser (1e-4).
+        reg_formula: ``reference`` (the released code's interest regulariser) or ``masked_mean``
+            (see the module docstring).
+        reg_weight: weight gamma of the interest regulariser; None takes the formula's default,
+            1e-4 for ``reference`` (the paper's gamma) and ``MASKED_MEAN_REG_WEIGHT`` for
+            ``masked_mean`` (a weight that makes the term as large as the reference's at
+            initialisation with batch 512).
         item_drop_ratio: probability of dropping each non-first item in the augmented view (0.2).
         item_drop_prob: probability that a sequence's augmented view uses item drop rather than
             text-feature drop (0.9); always item drop when no ``text_aug`` feature exists.
@@ -149,7 +166,8 @@ class MISSRecConfig:
     knn_ratio: float | None = None
     pretrain_negatives: str = "in_batch"
     seqseq_weight: float = 1e-3
-    reg_weight: float = 1e-4
+    reg_formula: str = "reference"
+    reg_weight: float | None = None
     item_drop_ratio: float = 0.2
     item_drop_prob: float = 0.9
     text_feature: str = "text"
@@ -177,6 +195,8 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
             raise ValueError(f"modalities must be text+image, text or image, got '{config.modalities}'")
         if config.fusion not in ("dynamic", "static"):
             raise ValueError(f"fusion must be dynamic or static, got '{config.fusion}'")
+        if config.reg_formula not in REG_FORMULAS:
+            raise ValueError(f"reg_formula must be one of {', '.join(REG_FORMULAS)}, got '{config.reg_formula}'")
         if config.adapter not in ("linear", "moe"):
             raise ValueError(f"adapter must be linear or moe, got '{config.adapter}'")
         if config.pretrain_negatives not in PRETRAIN_NEGATIVES:
@@ -338,8 +358,22 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         weights = torch.softmax(weights_logits, dim=-1) * avail
         fused = (weights * cos).sum(-1)
         if id_vectors is not None:
-            fused = (seq @ id_vectors.T + 2 * fused) / 3
-        return fused
+            return (seq @ id_vectors.T + 2 * fused) / 3
+        # Inductive: an item with no content has no representation. It is no candidate (as in
+        # UniSRec), rather than a score of 0 that would rank it above every negative cosine.
+        return fused.masked_fill(~has_content.squeeze(-1), float("-inf"))
+
+    def representable(self, ids: torch.Tensor) -> torch.Tensor:
+        """Which items the model can score: all in transductive mode, those with a used modality
+        otherwise."""
+        if self.item_embedding is not None:
+            return torch.ones_like(ids, dtype=torch.bool)
+        present = torch.zeros_like(ids, dtype=torch.bool)
+        if self.use_text:
+            present |= self.text_present[ids]
+        if self.use_image:
+            present |= self.image_present[ids]
+        return present
 
     # ---------------------------------------------------------------------------------------
     # Sequence side
@@ -395,11 +429,37 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         return self._fused_scores(seq_repr, ids) / self.config.temperature
 
     @staticmethod
-    def interest_regulariser(memory: torch.Tensor, memory_pad: torch.Tensor) -> torch.Tensor:
-        """mean_b ||masked mean of row b's encoded interests||^2 / D."""
+    def interest_regulariser(memory: torch.Tensor, memory_pad: torch.Tensor, formula: str = "reference") -> torch.Tensor:
+        """The squared norm of each row's pooled encoded interests, / D.
+
+        ``memory`` (B, Q, D) is the encoder output, ``memory_pad`` (B, Q) True at padding slots.
+        ``reference``: sum_b ||(n_b / Q) * sum_q M_bq||^2 / D, where n_b counts row b's real
+        interests and the inner sum runs over all Q slots, padding included (spec section 4.3).
+        ``masked_mean``: mean_b ||mean of row b's real M_bq||^2 / D.
+        """
+        width = memory.shape[-1]
         real = (~memory_pad).unsqueeze(-1).to(memory.dtype)
+        if formula == "reference":
+            # The value is the released code's. Its gradient flows through the real slots only:
+            # a padding slot's encoder input is the zero row, and when attention dropout drops
+            # every key it attends to (half the time in a row with one interest, dropout 0.5)
+            # its output is a LayerNorm of a zero vector, whose backward is scaled by 1e6 per
+            # LayerNorm (gradients of 1e15 were measured). Padding outputs enter as constants.
+            slots = torch.where(memory_pad.unsqueeze(-1), memory.detach(), memory)
+            fraction = real.sum(1) / memory.shape[1]  # (B, 1)
+            return (fraction * slots.sum(1)).pow(2).sum() / width
         pooled = (memory * real).sum(1) / real.sum(1).clamp(min=1.0)
-        return (pooled.pow(2).sum(-1) / memory.shape[-1]).mean()
+        return (pooled.pow(2).sum(-1) / width).mean()
+
+    @property
+    def reg_weight(self) -> float:
+        """gamma: the configured weight, or the default of the configured formula."""
+        if self.config.reg_weight is not None:
+            return self.config.reg_weight
+        return REFERENCE_REG_WEIGHT if self.config.reg_formula == "reference" else MASKED_MEAN_REG_WEIGHT
+
+    def _regulariser(self, memory: torch.Tensor, memory_pad: torch.Tensor) -> torch.Tensor:
+        return self.interest_regulariser(memory, memory_pad, self.config.reg_formula)
 
     # ---------------------------------------------------------------------------------------
     # Losses
@@ -412,11 +472,12 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         if self.stage == "pretrain":
             return self.pretrain_loss_terms(batch)
         seq, memory, memory_pad = self.encode(batch["item_seq"], batch["item_seq_len"])
-        logits = self.score_items(seq, 1, self.config.num_items + 1)
-        return {
-            "cross_entropy": F.cross_entropy(logits.float(), batch["target"] - 1),
-            "interest_reg": self.config.reg_weight * self.interest_regulariser(memory, memory_pad),
-        }
+        targets = batch["target"]
+        # Rows whose target cannot be scored (inductive, no content) teach nothing.
+        usable = self.representable(targets)
+        logits = self.score_items(seq[usable], 1, self.config.num_items + 1)
+        cross_entropy = F.cross_entropy(logits.float(), targets[usable] - 1) if bool(usable.any()) else seq.sum() * 0.0
+        return {"cross_entropy": cross_entropy, "interest_reg": self.reg_weight * self._regulariser(memory, memory_pad)}
 
     def augment(self, item_seq: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None):
         """An augmented view per sequence: item drop (compacted) or text-feature drop."""
@@ -445,21 +506,25 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         seq, memory, memory_pad = self.encode(batch["item_seq"], batch["item_seq_len"])
         targets = batch["target"]
         labels = torch.arange(len(targets), device=targets.device)
-        if cfg.pretrain_negatives == "all_items":
-            seq_item = F.cross_entropy(self.score_items(seq, 1, cfg.num_items + 1).float(), targets - 1)
+        # Inductive: rows whose target has no content are left out (it scores -inf everywhere).
+        usable = self.representable(targets)
+        if not bool(usable.any()):
+            seq_item = seq.sum() * 0.0
+        elif cfg.pretrain_negatives == "all_items":
+            seq_item = F.cross_entropy(self.score_items(seq[usable], 1, cfg.num_items + 1).float(), targets[usable] - 1)
         else:
             logits = self._fused_scores(seq, targets) / cfg.temperature  # (B, B)
             if cfg.pretrain_negatives == "in_batch_logq":
                 logits = logits - self.target_log_prior[targets][None, :]
             # Other rows whose target is the same item are not negatives.
             same = (targets[:, None] == targets[None, :]) & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device)
-            seq_item = F.cross_entropy(logits.float().masked_fill(same, float("-inf")), labels)
+            seq_item = F.cross_entropy(logits.float().masked_fill(same, float("-inf"))[usable], labels[usable])
 
         aug_seq, aug_len, override = self.augment(batch["item_seq"], batch["item_seq_len"])
         aug, aug_memory, aug_pad = self.encode(aug_seq, aug_len, override)
         seq_seq = F.cross_entropy((seq @ aug.T).float() / cfg.temperature, labels)
-        reg = self.interest_regulariser(memory, memory_pad) + self.interest_regulariser(aug_memory, aug_pad)
-        return {"seq_item": seq_item, "seq_seq": cfg.seqseq_weight * seq_seq, "interest_reg": cfg.reg_weight * reg}
+        reg = self._regulariser(memory, memory_pad) + self._regulariser(aug_memory, aug_pad)
+        return {"seq_item": seq_item, "seq_seq": cfg.seqseq_weight * seq_seq, "interest_reg": self.reg_weight * reg}
 
     # ---------------------------------------------------------------------------------------
     # Interest discovery
