@@ -1,5 +1,9 @@
 """Is one group of runs really better than another on a domain? A paired bootstrap over users.
 
+(``mmseqrec compare`` and ``finetune`` now put each row's paired difference to the best row in
+their tables, from the ranks every run saves. This script compares runs from separate commands,
+and re-evaluates them, so it also works on runs that finished before ranks were saved.)
+
     python benchmarks/paired_bootstrap.py --domain syn-Office --a RUN ... --b RUN ... [--splits valid,test]
 
 Each group is a set of finished ``finetune`` run folders (``config.yaml`` and ``best/``), usually
@@ -24,6 +28,7 @@ import yaml
 from mmseqrec.cli import load_run_model
 from mmseqrec.data.loading import load_domain
 from mmseqrec.metrics import ndcg_per_row
+from mmseqrec.significance import paired_bootstrap
 from mmseqrec.training import evaluate, make_accelerator, make_loader
 
 
@@ -40,14 +45,6 @@ def per_user_ndcg(run: str, domain, splits: list[str], accelerator, k: int = 10)
         ranks[result["rows"]] = result["ranks"]  # evaluate may return rows out of order
         scores[split] = ndcg_per_row(ranks, k)
     return scores
-
-
-def paired_interval(a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> tuple[float, float, float]:
-    """(2.5th percentile, 97.5th percentile, share > 0) of the resampled mean of a - b."""
-    diff = a - b
-    rng = np.random.default_rng(seed)
-    means = np.array([diff[rng.integers(0, diff.size, diff.size)].mean() for _ in range(resamples)])
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)), float((means > 0).mean())
 
 
 def main() -> None:
@@ -70,10 +67,10 @@ def main() -> None:
     for split in splits:
         a = np.mean([scores[split] for scores in group_a], axis=0)
         b = np.mean([scores[split] for scores in group_b], axis=0)
-        low, high, ahead = paired_interval(a, b, args.resamples, args.seed)
+        paired = paired_bootstrap(a, b, args.resamples, args.seed)
         print(
-            f"| {args.domain} | {split} | {a.size} | {a.mean():.4f} | {b.mean():.4f} | {a.mean() - b.mean():+.4f} "
-            f"| [{low:+.4f}, {high:+.4f}] | {ahead:.2f} |"
+            f"| {args.domain} | {split} | {a.size} | {a.mean():.4f} | {b.mean():.4f} | {paired.difference:+.4f} "
+            f"| [{paired.low:+.4f}, {paired.high:+.4f}] | {paired.share_ahead:.2f} |"
         )
 
 

@@ -41,6 +41,7 @@ from mmseqrec.hub import HubError, resolve_model_folder
 from mmseqrec.models import model_classes
 from mmseqrec.options import add_data_dir
 from mmseqrec.runs import (
+    add_differences_to_best,
     check_overrides,
     default_checkpoint,
     format_summary_table,
@@ -206,13 +207,14 @@ def run_domain(args: argparse.Namespace, domain, specs: dict, output: Path, acce
     if accelerator.is_main_process:
         print(f"{domain.describe()}{synthetic}")
 
-    summary, all_results = {}, {}
+    summary, all_results, run_dirs = {}, {}, {}
     for entry, spec in specs.items():
         base_seed = args.seed if args.seed is not None else spec.train.seed
         results = []
         for k in range(args.seeds):
             spec.train.seed = base_seed + k
             run_dir = output / f"{entry.replace('@', '-')}-seed{spec.train.seed}"
+            run_dirs.setdefault(spec.label, []).append(run_dir)
             info = {
                 "data": {"domain": domain.name, "path": str(domain.path), "synthetic": bool(domain.manifest.get("synthetic"))},
                 "command": args.command,
@@ -224,6 +226,8 @@ def run_domain(args: argparse.Namespace, domain, specs: dict, output: Path, acce
         if accelerator.is_main_process:
             print(f"{spec.label}: {results[0]['trainable_parameters']:,} trainable parameters ({spec.train.stage})")
 
+    if accelerator.is_main_process:
+        add_differences_to_best(summary, run_dirs)
     table = format_summary_table(summary)
     if accelerator.is_main_process:
         title = f"{domain.name}{synthetic}: {len(domain.splits['test']):,} test users, full ranking over {domain.num_items:,} items"

@@ -4,7 +4,9 @@ Trains every model on one processed domain with the same splits, the same data l
 same full-ranking evaluator, then writes to the run folder:
 
 - ``results.md``: the table (mean ± sd over seeds of valid NDCG@10 and the four test metrics,
-  best epoch, wall-clock minutes per run);
+  best epoch, wall-clock minutes per run, and each model's difference in test NDCG@10 to the best
+  model with the 95% interval of a paired bootstrap over the test users,
+  ``mmseqrec.significance``);
 - ``results.csv``: the same numbers, one row per model, machine-readable;
 - ``results.png``: a bar chart of test NDCG@10 and Recall@10 with sd error bars;
 - ``results.json`` and every run's own folder (config, log, metrics, best weights).
@@ -27,10 +29,14 @@ from pathlib import Path
 from mmseqrec.config import parse_overrides
 from mmseqrec.data.loading import load_domain
 from mmseqrec.options import add_data_dir
-from mmseqrec.runs import REPORT_COLUMNS, timestamp
+from mmseqrec.runs import REPORT_COLUMNS, VERSUS_BEST, timestamp
 
 DEFAULT_MODELS = "sasrec,bert4rec,unisrec,mmmlp,missrec,mostpop"
-CSV_COLUMNS = ("model", "seeds", *[c for col in REPORT_COLUMNS for c in (col, col + " sd")], "best epoch", "minutes per run", "trainable parameters")
+CSV_COLUMNS = (
+    "model", "seeds", *[c for col in REPORT_COLUMNS for c in (col, col + " sd")], "best epoch", "minutes per run", "trainable parameters",
+    # the paired bootstrap against the best row (empty for the best row itself)
+    "test ndcg@10 minus best", "ci low", "ci high",
+)
 
 
 def default_models() -> str:
@@ -119,6 +125,8 @@ def write_csv(summary: dict[str, dict], path: Path) -> None:
         for column in REPORT_COLUMNS:
             values += [f"{row[column]:.6f}", f"{row[column + ' sd']:.6f}"]
         values += [f"{row['best epoch']:.1f}", f"{row['minutes']:.3f}", row.get("trainable parameters", "")]
+        versus = row.get(VERSUS_BEST)
+        values += ["", "", ""] if versus is None else [f"{versus[key]:.6f}" for key in ("difference", "low", "high")]
         writer.writerow(values)
     _atomic_write_bytes(path, buffer.getvalue().encode())
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +24,7 @@ from accelerate.utils import set_seed
 from mmseqrec.config import ConfigError, build_dataclass, deep_merge, load_yaml
 from mmseqrec.data.loading import Domain
 from mmseqrec.models import model_classes
+from mmseqrec.significance import PairedDifference, differences_to_best
 from mmseqrec.training import TrainConfig, Trainer
 
 FINETUNE_CONFIGS = Path(__file__).resolve().parent.parent / "finetune" / "configs"
@@ -217,18 +218,44 @@ def summarise(results: Sequence[dict]) -> dict[str, Any]:
     return row
 
 
+#: Summary key of a row's paired difference in test NDCG@10 to the best row (``mmseqrec.significance``).
+VERSUS_BEST = "test ndcg@10 vs best"
+
+
+def add_differences_to_best(summary: dict[str, dict], run_dirs: dict[str, list[Path]], resamples: int = 5000) -> None:
+    """Give every row of ``summary`` its paired-bootstrap difference in test NDCG@10 to the best row
+    (None for the best row); nothing with fewer than two rows."""
+    if len(run_dirs) < 2:
+        return
+    for label, difference in differences_to_best(run_dirs, "test", 10, resamples).items():
+        summary[label][VERSUS_BEST] = None if difference is None else asdict(difference)
+
+
 def format_summary_table(summary: dict[str, dict]) -> str:
-    """Markdown table, mean (± sd when several seeds) per model."""
-    header = "| model | " + " | ".join(REPORT_COLUMNS) + " | best epoch | min/run |"
-    lines = [header, "|---|" + "---|" * (len(REPORT_COLUMNS) + 2)]
+    """Markdown table, mean (± sd when several seeds) per model, and, when the rows have it, each
+    row's difference in test NDCG@10 to the best row with its 95% bootstrap interval over users."""
+    paired = any(VERSUS_BEST in row for row in summary.values())
+    extra = " | test ndcg@10 vs best [95% CI]" if paired else ""
+    header = "| model | " + " | ".join(REPORT_COLUMNS) + " | best epoch | min/run" + extra + " |"
+    lines = [header, "|---|" + "---|" * (len(REPORT_COLUMNS) + 2 + int(paired))]
     for name, row in summary.items():
         cells = []
         for column in REPORT_COLUMNS:
             mean, sd = row[column], row[column + " sd"]
             cells.append(f"{mean:.4f} ± {sd:.4f}" if row["seeds"] > 1 else f"{mean:.4f}")
         best = "-" if math.isnan(row["best epoch"]) or row["best epoch"] < 0 else f"{row['best epoch']:.0f}"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {best} | {row['minutes']:.1f} |")
-    return "\n".join(lines)
+        versus = ""
+        if paired:
+            difference = row.get(VERSUS_BEST)
+            versus = " | best" if difference is None else f" | {PairedDifference(**difference).format()}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {best} | {row['minutes']:.1f}{versus} |")
+    table = "\n".join(lines)
+    if paired:
+        table += (
+            "\n\nLast column: mean over users of (this row's test NDCG@10 - the best row's), each averaged over"
+            " its seeds, with the 95% interval of a paired bootstrap over the test users."
+        )
+    return table
 
 
 def timestamp() -> str:

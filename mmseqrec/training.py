@@ -7,6 +7,7 @@ valid and test with them. Everything a run produces lands in its run folder:
     <run_dir>/config.yaml    the resolved configuration (train, model, data)
     <run_dir>/train.log      one line per epoch, and the final tables
     <run_dir>/metrics.json   best epoch, valid and test metrics, popularity breakdown, history
+    <run_dir>/ranks.npz      the target's rank of every valid and test row (paired significance tests)
     <run_dir>/best/          the best weights (safetensors + config.json + model card README.md,
                              ``from_pretrained``-able and publishable with ``mmseqrec publish``)
     <run_dir>/state/         resumable training state while the run is going (``checkpointing``)
@@ -45,6 +46,7 @@ from mmseqrec.config import ConfigError
 from mmseqrec.data.batching import ExampleIndex, SequenceCollator
 from mmseqrec.data.loading import Domain
 from mmseqrec.metrics import DEFAULT_KS, bucket_breakdown, metrics_from_ranks, popularity_buckets, rank_targets
+from mmseqrec.significance import save_ranks
 from mmseqrec.models.base import Recommender, apply_stage, check_stage
 
 VALID_METRIC = "ndcg@10"
@@ -315,6 +317,13 @@ def evaluate(
     }
 
 
+def ranks_in_row_order(evaluated: dict[str, Any]) -> np.ndarray:
+    """The ranks of ``evaluate``'s result indexed by row (processes may return rows out of order)."""
+    ranks = np.empty(len(evaluated["rows"]), dtype=np.int64)
+    ranks[evaluated["rows"]] = evaluated["ranks"]
+    return ranks
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -579,8 +588,9 @@ class Trainer:
             "history": history,
         }
         if acc.is_main_process:
-            # best/ before metrics.json: a run with metrics.json is finished and has its weights.
+            # best/ and ranks.npz before metrics.json: a run with metrics.json is finished.
             save_model_atomically(model, self.run_dir / "best", card=self._model_card(results))
+            save_ranks(self.run_dir, {split: ranks_in_row_order(done) for split, done in (("valid", valid), ("test", test))})
             _atomic_write_text(self.run_dir / "metrics.json", json.dumps(results, indent=2) + "\n")
             # A finished fine-tuning run has nothing left to resume; its product is best/.
             shutil.rmtree(self.state_dir, ignore_errors=True)

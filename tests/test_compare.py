@@ -9,6 +9,7 @@ import pytest
 from tiny import write_tiny_domain
 
 from mmseqrec.cli import main as mmseqrec_main
+from mmseqrec.significance import group_scores
 
 
 def test_compare_writes_table_csv_and_chart(tmp_path, capsys):
@@ -40,6 +41,21 @@ def test_compare_writes_table_csv_and_chart(tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     # Each seed's run has its own folder.
     assert (out / "sasrec-seed2020").is_dir() and (out / "sasrec-seed2021").is_dir()
+    # Every row but the best has its paired difference to the best row, from the saved ranks.
+    best = max(labels, key=lambda label: summary[label]["test ndcg@10"])
+    assert "test ndcg@10 vs best [95% CI]" in table and f"| {best} |" in table
+    folders = {"sasrec": "sasrec", "missrec (scratch)": "missrec-scratch", "mostpop": "mostpop"}
+    for row in rows:
+        if row["model"] == best:
+            assert row["test ndcg@10 minus best"] == "" and summary[best]["test ndcg@10 vs best"] is None
+            continue
+        runs = [out / f"{folders[row['model']]}-seed{seed}" for seed in (2020, 2021)]
+        best_runs = [out / f"{folders[best]}-seed{seed}" for seed in (2020, 2021)]
+        expected = group_scores(runs).mean() - group_scores(best_runs).mean()
+        assert float(row["test ndcg@10 minus best"]) == pytest.approx(expected, abs=1e-6)
+        assert float(row["ci low"]) <= float(row["test ndcg@10 minus best"]) <= float(row["ci high"])
+        # and the difference of the means is the difference of the reported test NDCG@10
+        assert expected == pytest.approx(summary[row["model"]]["test ndcg@10"] - summary[best]["test ndcg@10"], abs=1e-9)
 
 
 def test_compare_rejects_unknown_model_before_training(tmp_path, capsys):
