@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_TARGETS ?= syn-Scientific,syn-Pantry,syn-Instruments,syn-Arts,syn-Office
 
-.PHONY: install test demo bench clean-venv
+.PHONY: install test demo bench check-readme clean-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/interest_discovery.py
+
+# The README's quick start and synthetic examples, run as shown in a fresh clone of HEAD.
+check-readme:
+	scripts/check_readme_quickstart.sh
 
 clean-venv:
 	rm -rf $(VENV)

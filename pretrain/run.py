@@ -77,7 +77,7 @@ def ensure_synthetic(data: PretrainData, accelerator) -> None:
     accelerator.wait_for_everyone()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pretrain/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(CONFIGS.parent.parent)})")
     add_data_dir(parser)  # the same as data.data_dir=DIR
@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
     add_resume_option(parser, "pretraining run")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=2 model.hidden_size=64")
-    args = parser.parse_intermixed_args(argv)  # overrides may come before or after options
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_intermixed_args(argv)  # overrides may come before or after options
     take_resume_option(args)
     args.command = shlex.join(["accelerate", "launch", "pretrain/run.py", *(sys.argv[1:] if argv is None else argv)])
     try:
@@ -95,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def run(args: argparse.Namespace) -> int:
+def read_config(args: argparse.Namespace) -> tuple[dict, str, PretrainData, TrainConfig, str, dict]:
+    """The run's configuration (``--config``, ``--data-dir``, overrides), checked without reading
+    any data: the merged config, the run name, the data and train sections, the model's name and
+    the rest of its section."""
     config = load_config(Path(args.config), args.overrides)
     if args.data_dir is not None:
         config["data"] = {**(config.get("data") or {}), "data_dir": str(args.data_dir)}
@@ -108,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("pretraining runs with train.stage=pretrain and train.validate=false")
     model_section = dict(config.get("model") or {})
     model_name = str(model_section.pop("name", "missrec"))
+    return config, name, data, train, model_name, model_section
+
+
+def run(args: argparse.Namespace) -> int:
+    config, name, data, train, model_name, model_section = read_config(args)
     model_cls, config_cls = model_classes(model_name)
 
     accelerator = make_accelerator(train.mixed_precision, log_with=train.log_with)

@@ -31,7 +31,7 @@ Two options outside the paper, both off by default, let the adapters be compared
 UniSRec's: ``adapter: moe`` replaces each linear adapter by UniSRec's mixture of
 parametric-whitening experts, and ``feature_dropout`` drops feature dimensions before the adapters
 in training (measured on the synthetic corpus in
-``benchmarks/results/synthetic-transfer/zero-shot-by-epoch/``).
+``docs/results/synthetic-transfer/zero-shot-by-epoch/``).
 
 Corrections to the released code (each on by default; spec ``missrec.md`` section 7):
 - **Missing modalities are masked.** The released code feeds an all-zero feature row through the
