@@ -39,6 +39,15 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("MMSEQREC_DATA_DIR", DEFAULT_DATA_DIR))
 
 
+def _coverage(present: np.ndarray) -> str:
+    """The share of items with a feature; "100%" only when every item has it (17 of 11,924
+    missing would round to 100%)."""
+    missing = int((~present).sum())
+    if missing == 0:
+        return "100%"
+    return f"{present.mean():.1%}, {missing:,} missing"
+
+
 @dataclass
 class Domain:
     """A loaded, validated domain (or mixture of domains).
@@ -101,7 +110,7 @@ class Domain:
         return datasets.DatasetDict(out)
 
     def describe(self) -> str:
-        feats = ", ".join(f"{k} ({v.modality}, {v.dim}-d, {v.present[1:].mean():.0%})" for k, v in self.features.items())
+        feats = ", ".join(f"{k} ({v.modality}, {v.dim}-d, {_coverage(v.present[1:])})" for k, v in self.features.items())
         return (
             f"{self.name}: {self.num_users:,} users, {self.num_items:,} items, "
             f"{len(self.splits['train']):,} train / {len(self.splits['valid']):,} valid / {len(self.splits['test']):,} test rows"
