@@ -57,6 +57,11 @@ PRETRAIN_COMMAND = {
 }
 
 
+#: Config fields naming the domain's feature sets a model reads; a fine-tuning run takes them
+#: from its checkpoint unless told otherwise.
+FEATURE_NAME_FIELDS = ("text_feature", "image_feature", "text_aug_feature")
+
+
 def pretrainable(model_name: str) -> bool:
     return model_classes(model_name)[0].transferable_prefixes is not None
 
@@ -113,7 +118,8 @@ def resolve_config(
     """The run configuration of ``model_name`` on ``domain`` (layers in the module docstring).
 
     With a ``checkpoint``, the architecture fields come from the checkpoint's config: a config
-    layer may repeat them but not change them.
+    layer may repeat them but not change them. The names of the feature sets it read
+    (``text_feature``, ...) come from it too, unless a config layer sets them.
     """
     model_cls, config_cls = model_classes(model_name)
     layers: list[tuple[str, dict]] = []
@@ -145,15 +151,22 @@ def resolve_config(
     train = build_dataclass(TrainConfig, merged["train"], "train")
     model_values = dict(merged["model"])
     model_values.pop("name", None)
-    from_domain = model_cls.domain_config(domain, model_values)
-    fixed = sorted(set(model_values) & set(from_domain))
-    if fixed:
-        raise ConfigError(f"model.{fixed[0]} comes from the domain and cannot be set")
+    stored = None
     if checkpoint is not None:
         stored = read_checkpoint_config(checkpoint)
         if stored.get("model_type", model_name.lower()) != model_name.lower():
             raise ConfigError(f"the checkpoint {checkpoint} holds a {stored['model_type']} model, not {model_name}")
         stored = stored.get("config", stored)
+        # The feature sets the checkpoint was trained on (e.g. text_minilm) are the ones to read
+        # on the target too, unless a config layer names others.
+        for key in FEATURE_NAME_FIELDS:
+            if key in stored and key in config_cls.__dataclass_fields__:
+                model_values.setdefault(key, stored[key])
+    from_domain = model_cls.domain_config(domain, model_values)
+    fixed = sorted(set(model_values) & set(from_domain))
+    if fixed:
+        raise ConfigError(f"model.{fixed[0]} comes from the domain and cannot be set")
+    if stored is not None:
         command_line = (overrides or {}).get("model") or {}
         for key in model_cls.architecture_fields:
             if key not in stored:

@@ -362,3 +362,42 @@ def test_inductive_items_without_content_are_no_candidates_as_in_unisrec(tiny):
     transductive.attach_domain(tiny)
     transductive.refresh_interests()
     assert torch.isfinite(transductive.eval().score_all(batch)).all()
+
+
+def test_a_checkpoint_remembers_which_feature_set_it_read(tmp_path):
+    """Pretrained on a second text feature set (like text_minilm next to CLIP's text), the
+    checkpoint fine-tunes on a new domain that has that set, with no override naming it."""
+    import json
+
+    import yaml
+
+    from finetune.cli import main as finetune_main
+    from mmseqrec.data.format import FeatureSet, write_domain
+    from pretrain.run import main as pretrain_main
+    from tiny import tiny_tables
+
+    for name, seed in (("SrcA", 1), ("SrcB", 2), ("NewT", 3)):
+        tables = tiny_tables(name=name, seed=seed)  # "text" and "image" are 16-d
+        rng = np.random.default_rng(seed)
+        values = np.zeros((tables.num_items + 1, 8), dtype=np.float32)
+        values[1:] = rng.normal(size=(tables.num_items, 8))
+        present = np.ones(tables.num_items + 1, dtype=bool)
+        present[0] = False
+        tables.features["text_small"] = FeatureSet(values, present, "text", "random-8d")
+        write_domain(tables, tmp_path / "data" / name)
+    config = {
+        "name": "small-text",
+        "data": {"domains": ["SrcA", "SrcB"], "data_dir": str(tmp_path / "data")},
+        "model": {"name": "missrec", "mode": "inductive", "modalities": "text", "text_feature": "text_small",
+                  "hidden_size": 16, "num_heads": 2, "inner_size": 16, "interest_ratio": 0.1},
+        "train": {"epochs": 1, "batch_size": 32},
+    }
+    (tmp_path / "pt.yaml").write_text(yaml.safe_dump(config))
+    assert pretrain_main(["--config", str(tmp_path / "pt.yaml"), "--output", str(tmp_path / "pt"), "--quiet"]) == 0
+    assert finetune_main([
+        "--domain", "NewT", "--data-dir", str(tmp_path / "data"), "--checkpoint", str(tmp_path / "pt" / "final"),
+        "--model", "missrec", "--output", str(tmp_path / "ft"), "--quiet", "train.epochs=1",
+    ]) == 0
+    run_config = yaml.safe_load((tmp_path / "ft" / "missrec-seed2020" / "config.yaml").read_text())
+    assert run_config["model"]["text_feature"] == "text_small" and run_config["model"]["text_dim"] == 8
+    assert json.loads((tmp_path / "ft" / "missrec-seed2020" / "metrics.json").read_text())["test"]["ndcg@10"] >= 0
