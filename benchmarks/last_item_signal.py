@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from mmseqrec.cli import load_run_model
+from mmseqrec.inference import load_pretrained
 from mmseqrec.data.format import Examples
 from mmseqrec.data.loading import load_domain
 from mmseqrec.metrics import metrics_from_ranks, rank_targets
@@ -81,7 +81,7 @@ def main() -> None:
     baseline = [last_item_baseline_ndcg(domain, counts, s) for s in ("valid", "test")]
     print(f"| last-item adjacency counts (no training) | {baseline[0]:.4f} | - | - | {baseline[1]:.4f} | - | - |")
     for run in args.runs:
-        model = load_run_model(run)
+        model = load_pretrained(run)
         model.attach_domain(domain)
         model.eval()
         cells = []

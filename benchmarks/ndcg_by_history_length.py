@@ -10,7 +10,7 @@ import argparse
 
 import numpy as np
 
-from mmseqrec.cli import load_run_model
+from mmseqrec.inference import load_pretrained
 from mmseqrec.data.loading import load_domain
 from mmseqrec.metrics import metrics_from_ranks
 from mmseqrec.training import evaluate, make_accelerator, make_loader
@@ -31,7 +31,7 @@ def main() -> None:
     print(f"| run | split | all | {header} |")
     print("|---" * (3 + len(BUCKETS)) + "|")
     for run in args.runs:
-        model = load_run_model(run)
+        model = load_pretrained(run)
         model.attach_domain(domain)
         model.eval()
         for split in args.splits.split(","):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mmseqrec.cli import load_run_model
+from mmseqrec.inference import load_pretrained
 from mmseqrec.data.loading import load_domain
 from mmseqrec.metrics import ndcg_per_row
 from mmseqrec.significance import paired_bootstrap
@@ -35,7 +35,7 @@ from mmseqrec.training import evaluate, make_accelerator, make_loader
 def per_user_ndcg(run: str, domain, splits: list[str], accelerator, k: int = 10) -> dict[str, np.ndarray]:
     """{split: (rows,) NDCG@k of one run, in the split's row order}; the run is loaded once."""
     max_len = int(yaml.safe_load((Path(run) / "config.yaml").read_text())["train"]["max_len"])
-    model = load_run_model(run)
+    model = load_pretrained(run)
     model.attach_domain(domain)
     model.eval()
     scores = {}

@@ -1,21 +1,26 @@
 """The ``mmseqrec`` command: prepare and export data, extract item features, inspect and validate
-prepared domains, evaluate runs, compare models, publish models to the Hugging Face Hub, import the
-MISSRec authors' checkpoint."""
+prepared domains, evaluate runs, compare models, recommend (in batch, or as an HTTP service), add
+items to a trained run, publish models to the Hugging Face Hub, import the MISSRec authors'
+checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import shlex
 import sys
 
-from mmseqrec import compare
+from mmseqrec import compare, hub, official_missrec, recommend, serve
 from mmseqrec.config import ConfigError
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, load_domain
 from mmseqrec.data.sources import SOURCE_MODULES
-from mmseqrec.hub import HubError
+from mmseqrec.features.extract import register as register_extract
+from mmseqrec.inference import UnknownItemsError, load_pretrained
 from mmseqrec.options import add_data_dir, add_output
+from mmseqrec.savedmodel import HubError
+from mmseqrec.training import evaluate, finish_accelerator, make_accelerator, make_loader
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -24,31 +29,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_run_model(run_dir: str):
-    """The best weights of a finished run folder, as the right model class."""
-    from pathlib import Path
-
-    import yaml
-
-    from mmseqrec.models import MODELS
-
-    run = Path(run_dir)
-    config_path = run / "config.yaml"
-    if not config_path.exists() or not (run / "best").is_dir():
-        raise FileNotFoundError(f"{run} is not a finished run folder (expected config.yaml and best/)")
-    name = str(yaml.safe_load(config_path.read_text())["model"]["name"]).lower()
-    model_cls = MODELS[name][0]
-    return model_cls.from_pretrained(str(run / "best"))
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
-
-    from mmseqrec.training import evaluate, finish_accelerator, make_accelerator, make_loader
-
     accelerator = make_accelerator(cpu=args.cpu)
     domain = load_domain(args.domain, data_dir=args.data_dir)
-    model = load_run_model(args.run)
+    model = load_pretrained(args.run)
     model.attach_domain(domain)
     model = model.to(accelerator.device)
     report = {"num_processes": accelerator.num_processes}
@@ -81,8 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     targets = export.add_subparsers(dest="target", required=True)
     importlib.import_module("mmseqrec.data.sources.release").register_export(targets)
 
-    from mmseqrec.features.extract import register as register_extract
-
     register_extract(commands)
 
     info = commands.add_parser("info", help="validate a prepared domain and print its counts")
@@ -102,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_cmd_evaluate)
 
     compare.register(commands)
-    from mmseqrec import hub, official_missrec
-
+    recommend.register(commands)
+    serve.register(commands)
     hub.register(commands)
     official_missrec.register(commands)
     return parser
@@ -114,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command = shlex.join(["mmseqrec", *(sys.argv[1:] if argv is None else argv)])  # recorded in runs and model cards
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError, HubError) as err:
+    except (ConfigError, DataFormatError, DomainNotFoundError, FileExistsError, FileNotFoundError, ValueError, HubError, UnknownItemsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -23,13 +23,14 @@ import argparse
 import csv
 import io
 import os
-import sys
 from pathlib import Path
 
 from mmseqrec.config import parse_overrides
 from mmseqrec.data.loading import load_domain
 from mmseqrec.options import add_data_dir
-from mmseqrec.runs import REPORT_COLUMNS, VERSUS_BEST, timestamp
+from mmseqrec.models import MODELS
+from mmseqrec.runs import REPORT_COLUMNS, VERSUS_BEST, plan_runs, pretrainable, run_domain, timestamp
+from mmseqrec.training import finish_accelerator, make_accelerator
 
 DEFAULT_MODELS = "sasrec,bert4rec,unisrec,mmmlp,missrec,mostpop"
 CSV_COLUMNS = (
@@ -41,8 +42,6 @@ CSV_COLUMNS = (
 
 def default_models() -> str:
     """The default model list, restricted to the models this installation has."""
-    from mmseqrec.models import MODELS
-
     return ",".join(m for m in DEFAULT_MODELS.split(",") if m in MODELS)
 
 
@@ -74,7 +73,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _finetune_args(args: argparse.Namespace, entries: list[str]) -> argparse.Namespace:
-    """The namespace ``finetune.cli.plan_runs`` expects, with bare pretrainable names as scratch."""
+    """The namespace ``runs.plan_runs`` expects, with bare pretrainable names as scratch."""
     return argparse.Namespace(
         model=",".join(entries), mode=args.mode, checkpoint=args.checkpoint, from_scratch=False, full=False,
         data_dir=args.data_dir, config=args.config, seed=args.seed, seeds=args.seeds, quiet=args.quiet,
@@ -83,11 +82,6 @@ def _finetune_args(args: argparse.Namespace, entries: list[str]) -> argparse.Nam
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here: finetune.cli imports the training stack, which `mmseqrec info` does not need.
-    from finetune.cli import plan_runs, run_domain
-    from mmseqrec.runs import pretrainable
-    from mmseqrec.training import finish_accelerator, make_accelerator
-
     if args.seeds < 1:
         raise ValueError("--seeds must be at least 1")
     if not args.no_plot:
@@ -172,9 +166,3 @@ def _require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ValueError("the bar chart needs matplotlib: pip install 'mmseqrec[plots]' (or pass --no-plot)") from None
-
-
-if __name__ == "__main__":
-    from mmseqrec.cli import main
-
-    sys.exit(main(["compare", *sys.argv[1:]]))

@@ -26,12 +26,15 @@ METRIC_NAMES = ("recall", "ndcg", "mrr")
 ScoreBlockFn = Callable[[int, int], torch.Tensor]  # (first_id, end_id) -> (B, end_id - first_id) scores
 
 
-def _mask_history_block(block: torch.Tensor, history: torch.Tensor, targets: torch.Tensor, start: int) -> torch.Tensor:
-    """Set the scores of history items (ids in [start, start + width)) to -inf, except the target."""
+def mask_items(block: torch.Tensor, items: torch.Tensor, start: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """A copy of the score block of items ``start .. start + width - 1`` with the scores of each
+    row's ``items`` (B, L), 0 = padding, set to -inf, except each row's ``keep`` item (a target)."""
     width = block.shape[1]
-    local = history - start
-    inside = (history > 0) & (local >= 0) & (local < width) & (history != targets[:, None])
-    rows = torch.arange(history.shape[0], device=block.device)[:, None].expand_as(history)
+    local = items - start
+    inside = (items > 0) & (local >= 0) & (local < width)
+    if keep is not None:
+        inside &= items != keep[:, None]
+    rows = torch.arange(items.shape[0], device=block.device)[:, None].expand_as(items)
     block = block.clone()
     block[rows[inside], local[inside]] = float("-inf")
     return block
@@ -61,13 +64,9 @@ def rank_targets(
     rows = torch.arange(targets.shape[0], device=targets.device)
 
     def scores_of(start: int, end: int) -> torch.Tensor:
-        block = score_block(start, end).float()
-        if block.shape != (targets.shape[0], end - start):
-            raise ValueError(f"score block for items {start}..{end - 1} has shape {tuple(block.shape)}")
-        if torch.isnan(block).any():
-            raise FloatingPointError("the model produced NaN scores during evaluation")
+        block = _checked_block(score_block(start, end), targets.shape[0], start, end)
         if history is not None:
-            block = _mask_history_block(block, history, targets, start)
+            block = mask_items(block, history, start, keep=targets)
         return block
 
     cached = scores_of(*blocks[0]) if len(blocks) == 1 else None
@@ -87,6 +86,75 @@ def rank_targets(
         block = cached if cached is not None else scores_of(start, end)
         rank += (block >= target_scores[:, None]).sum(dim=1)
     return rank
+
+
+def _checked_block(block: torch.Tensor, rows: int, start: int, end: int) -> torch.Tensor:
+    """The score block of items ``start .. end-1`` as float32, checked for shape and NaN."""
+    block = block.float()
+    if block.shape != (rows, end - start):
+        raise ValueError(f"score block for items {start}..{end - 1} has shape {tuple(block.shape)}")
+    if torch.isnan(block).any():
+        raise FloatingPointError("the model produced NaN scores during evaluation")
+    return block
+
+
+def _best_columns(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best columns of every row, best first, ties broken by column order.
+
+    ``torch.topk`` alone would pick arbitrarily among items tied at the k-th score (MostPop ties
+    often); here every column above the k-th score is kept, then the first tied columns, so
+    the result is reproducible. Callers lay columns out in ascending item id among equal scores,
+    so ties go to the lower id."""
+    kth = scores.topk(k, dim=1).values[:, -1:]
+    above = scores > kth
+    tied = scores == kth
+    chosen = above | (tied & (tied.cumsum(dim=1) <= k - above.sum(dim=1, keepdim=True)))
+    columns = chosen.nonzero()[:, 1].view(scores.shape[0], k)  # row-major: ascending columns per row
+    picked, picked_ids = scores.gather(1, columns), ids.gather(1, columns)
+    order = picked.sort(dim=1, descending=True, stable=True).indices
+    return picked.gather(1, order), picked_ids.gather(1, order)
+
+
+@torch.no_grad()
+def top_items(
+    score_block: ScoreBlockFn,
+    num_items: int,
+    k: int,
+    block_size: int = 1 << 16,
+    exclude: torch.Tensor | None = None,
+    allowed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` highest-scoring items of every row among items 1..num_items, best first.
+
+    Args:
+        score_block: as for ``rank_targets``.
+        num_items: N.
+        k: how many (at most N).
+        block_size: items scored at once (memory is batch x (block + k)).
+        exclude: (B, L) item ids (0 = padding) that a row must not get (items already seen).
+        allowed: (B, N) bool, column j = item j+1: the only items a row may get (candidates).
+
+    Returns (scores, ids), each (B, k). Ties go to the lower item id. Items excluded, not
+    allowed or without a representation score -inf; a row with fewer than k other items is
+    filled with them, so callers drop the -inf entries.
+    """
+    if not 1 <= k <= num_items:
+        raise ValueError(f"k must lie in 1..{num_items}, got {k}")
+    best_scores = best_ids = None
+    for start in range(1, num_items + 1, block_size):
+        end = min(start + block_size, num_items + 1)
+        raw = score_block(start, end)
+        rows = raw.shape[0]
+        block = _checked_block(raw, rows, start, end)
+        if exclude is not None:
+            block = mask_items(block, exclude, start)
+        if allowed is not None:
+            block = block.masked_fill(~allowed[:, start - 1 : end - 1], float("-inf"))
+        ids = torch.arange(start, end, device=block.device).expand(rows, -1)
+        if best_scores is not None:  # the best so far have lower ids than this block: ties keep them first
+            block, ids = torch.cat([best_scores, block], dim=1), torch.cat([best_ids, ids], dim=1)
+        best_scores, best_ids = _best_columns(block, ids, min(k, block.shape[1]))
+    return best_scores, best_ids
 
 
 def ndcg_per_row(ranks: np.ndarray, k: int) -> np.ndarray:

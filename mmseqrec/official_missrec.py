@@ -43,6 +43,8 @@ from typing import Any
 import torch
 
 from mmseqrec.models.missrec import MISSRec, MISSRecConfig
+from mmseqrec.savedmodel import model_card
+from mmseqrec.training import save_model_atomically
 
 RENAMES = (
     ("trm_model.", "transformer."),
@@ -216,9 +218,6 @@ def parameter_groups(model: MISSRec) -> dict[str, int]:
 
 def import_official_missrec(path: str | Path, output: str | Path = DEFAULT_OUTPUT, num_heads: int | None = None, command: str | None = None) -> tuple[MISSRec, Path]:
     """Convert ``path`` and save it as a ``from_pretrained`` / ``finetune --checkpoint`` folder."""
-    from mmseqrec.hub import model_card
-    from mmseqrec.training import save_model_atomically
-
     state, settings = read_official_checkpoint(path)
     config = official_config(state, settings, num_heads)
     converted, dropped = convert_official_state_dict(state, config)
@@ -234,7 +233,7 @@ def import_official_missrec(path: str | Path, output: str | Path = DEFAULT_OUTPU
         "data_summary": {"name": dataset, "domains": [{"name": dataset, "source": "the MISSRec authors' pretraining"}]},
     }
     results = {"epochs_run": settings.get("epoch"), "trainable_parameters": sum(groups.values())}
-    card = model_card(resolved, results) + (
+    card = model_card(resolved, results, model_cls=MISSRec) + (
         "\n## Provenance\n\n"
         f"Converted from the checkpoint released with the MISSRec paper (`{Path(path).name}`, epoch {settings.get('epoch', '?')}) "
         "by `mmseqrec import-official-missrec`. Parameters: "

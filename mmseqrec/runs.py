@@ -11,6 +11,7 @@ Configuration layers, later ones winning:
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
@@ -23,6 +24,7 @@ from accelerate.utils import set_seed
 
 from mmseqrec.config import ConfigError, build_dataclass, deep_merge, load_yaml
 from mmseqrec.data.loading import Domain
+from mmseqrec.inference import model_folder
 from mmseqrec.models import model_classes
 from mmseqrec.significance import PairedDifference, differences_to_best
 from mmseqrec.training import TrainConfig, Trainer
@@ -269,6 +271,93 @@ def format_summary_table(summary: dict[str, dict]) -> str:
             " its seeds, with the 95% interval of a paired bootstrap over the test users."
         )
     return table
+
+
+VARIANTS = ("scratch", "peft", "full")
+
+
+def plan_runs(args: argparse.Namespace, domain, overrides: dict) -> dict:
+    """One RunSpec per requested model (variant), with its starting point and stage resolved.
+
+    ``args`` holds what ``finetune`` and ``compare`` parse: ``model`` (comma-separated names,
+    optionally ``@scratch`` / ``@peft`` / ``@full``), ``mode``, ``checkpoint``, ``from_scratch``,
+    ``full`` and ``config``."""
+    if args.from_scratch and args.checkpoint:
+        raise ValueError("--from-scratch and --checkpoint exclude each other")
+    requested = [m.strip() for m in args.model.split(",") if m.strip()]
+    names = [m.split("@")[0].lower() for m in requested]
+    check_overrides(names, overrides)
+    specs = {}
+    for entry, name in zip(requested, names):
+        variant = entry.split("@")[1].lower() if "@" in entry else None
+        if variant is not None and variant not in VARIANTS:
+            raise ValueError(f"unknown variant '@{variant}' in '{entry}'; expected one of {', '.join('@' + v for v in VARIANTS)}")
+        layer = dict(overrides)
+        if args.mode and "mode" in model_classes(name)[1].__dataclass_fields__:
+            layer = {**layer, "model": {**(layer.get("model") or {}), "mode": args.mode}}
+        checkpoint, stage = None, "finetune"
+        if pretrainable(name) and (variant or ("scratch" if args.from_scratch else "peft")) != "scratch":
+            if args.checkpoint:
+                checkpoint = model_folder(args.checkpoint)  # a run or model folder, or downloaded from the Hub
+            else:
+                checkpoint, command = default_checkpoint(name, domain)
+                if not (checkpoint / "model.safetensors").exists():
+                    raise FileNotFoundError(
+                        f"{name} fine-tunes a pretrained model, and none was found at {checkpoint}. Make one with\n"
+                        f"  {command}\nor pass --checkpoint PATH, or train from random weights with --from-scratch "
+                        f"(or the model name '{name}@scratch')."
+                    )
+            stage = "finetune" if (variant == "full" or (variant is None and args.full)) else "peft"
+        elif variant in ("peft", "full"):
+            raise ValueError(f"'{entry}': {name} is not a pretrained model; only @scratch applies")
+        spec = resolve_config(name, domain, args.config, layer, checkpoint=checkpoint)
+        spec.checkpoint_source = args.checkpoint if args.checkpoint and checkpoint is not None else None
+        spec.train.stage = stage
+        if not pretrainable(name):
+            spec.label = name
+        elif checkpoint is None:
+            spec.label = f"{name} (scratch)"
+        else:
+            spec.label = f"{name} (pretrained, {'peft' if stage == 'peft' else 'full'})"
+        specs[entry] = spec
+    return specs
+
+
+def run_domain(args: argparse.Namespace, domain, specs: dict, output: Path, accelerator) -> dict:
+    """Train every planned model on one domain; print and save its table; return the summary.
+    ``args`` adds ``seed``, ``seeds``, ``quiet``, ``resume`` and ``command`` to ``plan_runs``'s."""
+    synthetic = " (synthetic)" if domain.manifest.get("synthetic") else ""
+    if accelerator.is_main_process:
+        print(f"{domain.describe()}{synthetic}")
+
+    summary, all_results, run_dirs = {}, {}, {}
+    for entry, spec in specs.items():
+        base_seed = args.seed if args.seed is not None else spec.train.seed
+        results = []
+        for k in range(args.seeds):
+            spec.train.seed = base_seed + k
+            run_dir = output / f"{entry.replace('@', '-')}-seed{spec.train.seed}"
+            run_dirs.setdefault(spec.label, []).append(run_dir)
+            info = {
+                "data": {"domain": domain.name, "path": str(domain.path), "synthetic": bool(domain.manifest.get("synthetic"))},
+                "command": args.command,
+            }
+            results.append(train_one(spec, domain, run_dir, accelerator=accelerator, run_info=info, quiet=args.quiet, resume=bool(args.resume)))
+        summary[spec.label] = summarise(results)
+        summary[spec.label]["trainable parameters"] = results[0]["trainable_parameters"]
+        all_results[spec.label] = [{k: v for k, v in r.items() if k != "history"} for r in results]
+        if accelerator.is_main_process:
+            print(f"{spec.label}: {results[0]['trainable_parameters']:,} trainable parameters ({spec.train.stage})")
+
+    if accelerator.is_main_process:
+        add_differences_to_best(summary, run_dirs)
+    table = format_summary_table(summary)
+    if accelerator.is_main_process:
+        title = f"{domain.name}{synthetic}: {len(domain.splits['test']):,} test users, full ranking over {domain.num_items:,} items"
+        (output / "results.md").write_text(f"{title}\n\n{table}\n")
+        (output / "results.json").write_text(json.dumps({"domain": domain.name, "summary": summary, "runs": all_results}, indent=2) + "\n")
+        print(f"\n{title}\n\n{table}\n\nruns and summary: {output}")
+    return summary
 
 
 def timestamp() -> str:

@@ -44,10 +44,12 @@ from mmseqrec import checkpointing
 from mmseqrec.checkpointing import CheckpointError, TrainingProgress
 from mmseqrec.config import ConfigError
 from mmseqrec.data.batching import ExampleIndex, SequenceCollator
+from mmseqrec.data.format import Examples
 from mmseqrec.data.loading import Domain
 from mmseqrec.metrics import DEFAULT_KS, bucket_breakdown, metrics_from_ranks, popularity_buckets, rank_targets
-from mmseqrec.significance import save_ranks
 from mmseqrec.models.base import Recommender, apply_stage, check_stage
+from mmseqrec.savedmodel import model_card
+from mmseqrec.significance import save_ranks
 
 VALID_METRIC = "ndcg@10"
 #: The folder inside a run folder where experiment trackers keep their files.
@@ -250,11 +252,7 @@ def make_loader(
             num_workers=num_workers,
         )
     if not shuffle:
-        order = np.argsort(np.minimum(examples.lengths(), max_len), kind="stable").tolist()
-        return DataLoader(
-            ExampleIndex(len(examples)), batch_size=batch_size, sampler=order,
-            collate_fn=SequenceCollator(examples, max_len), num_workers=num_workers,
-        )
+        return ranking_loader(examples, batch_size, max_len, num_workers)
     if by_domain and shuffle and len(domain.domain_names) > 1:
         row_domain = domain.item_domain[examples.target]
         return DataLoader(
@@ -271,6 +269,17 @@ def make_loader(
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
         num_workers=num_workers,
         drop_last=False,
+    )
+
+
+def ranking_loader(examples: Examples, batch_size: int, max_len: int, num_workers: int = 0) -> DataLoader:
+    """Batches of ``examples`` for scoring (evaluation, recommendation): every row once, in order
+    of history length, which changes no score (every row is scored on its own) and pads each
+    batch only as far as its rows need. Batches carry ``row``, the example's index."""
+    order = np.argsort(np.minimum(examples.lengths(), max_len), kind="stable").tolist()
+    return DataLoader(
+        ExampleIndex(len(examples)), batch_size=batch_size, sampler=order,
+        collate_fn=SequenceCollator(examples, max_len), num_workers=num_workers,
     )
 
 
@@ -625,9 +634,7 @@ class Trainer:
         return results
 
     def _model_card(self, results: dict) -> str:
-        from mmseqrec.hub import model_card
-
-        return model_card(self.resolved, results)
+        return model_card(self.resolved, results, model_cls=type(self.model))
 
     # ---------------------------------------------------------------------------------------
     # Experiment trackers

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import tiny_tables
+from tiny import TINY_CLIP_CONFIG, tiny_tables
 
 from mmseqrec.cli import main
 from mmseqrec.data.format import write_domain
@@ -35,12 +35,6 @@ NO_TEXT_ITEM = 3  # item id whose text is None
 # Images: I1, I2, I4 are PNG files in the image folder, I5 is corrupt, I6 has no file (and no
 # reference), I7 comes from a file:// URL in the items table, I3 has an http URL (skipped offline).
 MISSING_IMAGE, CORRUPT_IMAGE, URL_IMAGE, OFFLINE_IMAGE = 6, 5, 7, 3
-# A small open_clip architecture for the tests that run many batches.
-TINY_CLIP_CONFIG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 def make_domain(root: Path, name: str = "Tiny") -> Path:

@@ -10,6 +10,30 @@ from mmseqrec.data.format import DomainTables, FeatureSet, write_domain
 from mmseqrec.data.split import leave_one_out
 
 
+# A small open_clip architecture (open_clip's config format), for tests that encode many items.
+TINY_CLIP_CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def write_tiny_clip(folder: Path, seed: int = 0) -> str:
+    """A random tiny open_clip model saved with its weights in ``folder`` (open_clip's
+    ``local-dir:`` layout), so that it loads the same every time; returns its model name."""
+    import json
+
+    import open_clip
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG}))
+    torch.manual_seed(seed)
+    model = open_clip.create_model(f"local-dir:{folder}", pretrained=None)
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return f"local-dir:{folder}"
+
+
 def tiny_tables(
     n_users: int = 80, n_items: int = 40, seed: int = 0, name: str = "Tiny", features: bool = True, feature_dim: int = 16
 ) -> DomainTables:

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from mmseqrec.data.loading import load_domain, resolve_domain_path
 from mmseqrec.features.augment import DEFAULT_WORD_DROP_RATIO, word_drop
+from mmseqrec.features.clip import ClipEncoder, pick_device
 from mmseqrec.features.images import ImageSource, ImageUnavailable
 from mmseqrec.features.store import BatchResult, FeatureJob, check_can_write, run_job
 from mmseqrec.options import add_data_dir
@@ -150,6 +151,66 @@ def run_jobs(items: ItemTable, jobs: Sequence[FeatureJob], batch_size: int, rest
 
 
 # --------------------------------------------------------------------------------------------
+# The same encoder again, for items that come later
+# --------------------------------------------------------------------------------------------
+
+
+def encoder_from_manifest(entry: dict, where: str, device: str = "auto"):
+    """The encoder that made a feature set, rebuilt from its manifest ``entry`` (its
+    ``extractor`` settings), for items added after extraction. ``where`` names the manifest and
+    the set in errors. The precision is the recorded one on a GPU and fp32 on a CPU (CPU
+    autocast in fp16 is slow and inexact), so vectors may differ from the stored ones by
+    float16 rounding when those were made on a GPU."""
+    settings = entry.get("extractor") or {}
+    kind = settings.get("encoder_type")
+    resolved = str(pick_device(str(device)))
+    precision = settings.get("precision", "fp32") if resolved.startswith("cuda") else "fp32"
+    if kind == "clip":
+        model, pretrained = settings.get("model"), settings.get("pretrained")
+        if pretrained is None and not str(model).startswith(("local-dir:", "hf-hub:")):
+            raise ValueError(
+                f"{where}: extracted with randomly initialised weights ({entry.get('encoder')}), which cannot be made "
+                "again; give the new items their vectors in the items file (\"features\")"
+            )
+        return ClipEncoder.load(model, pretrained or "none", resolved, precision, bool(settings.get("normalized", False)))
+    if kind == "hf-text":
+        from mmseqrec.features.text import MODEL_ALIASES, HFTextEncoder
+
+        recorded = str(settings.get("model"))
+        # An alias is recorded by what it stands for; map it back to the alias.
+        name = next((alias for alias, (_, _, package, text) in MODEL_ALIASES.items() if recorded == f"{text} (from the {package} package)"), recorded)
+        return HFTextEncoder.load(name, settings.get("pooling", "cls"), resolved, precision, bool(settings.get("normalized", False)), settings.get("max_length"))
+    raise ValueError(
+        f"{where}: not made by `mmseqrec extract` (encoder: {entry.get('encoder') or 'not recorded'}), so its encoder "
+        "cannot be run again; give the new items their vectors in the items file (\"features\")"
+    )
+
+
+def encode_items(items: ItemTable, name: str, modality: str, encoder, source: ImageSource | None = None, batch_size: int = 64,
+                 progress: bool = False) -> BatchResult:
+    """Encode all of ``items`` (ids 1..M of the table) for one feature set, in memory: the
+    text or image job ``mmseqrec extract`` runs, without the resumable store (a handful of items)."""
+    from tqdm.auto import tqdm
+
+    if modality == "image":
+        if source is None:
+            raise ValueError(f"feature set '{name}' is an image feature: an image source is needed")
+        job = image_job(items, encoder, source, name)
+    else:
+        job = text_job(items, encoder, name)
+    ids = np.arange(1, items.num_items + 1, dtype=np.int64)
+    parts = []
+    for start in tqdm(range(0, len(ids), batch_size), desc=f"encode {name}", unit="batch", disable=not progress):
+        parts.append(job.encode(ids[start : start + batch_size]))
+    return BatchResult(
+        np.concatenate([p.values for p in parts]) if parts else np.zeros((0, encoder.dim), np.float32),
+        np.concatenate([p.present for p in parts]) if parts else np.zeros(0, bool),
+        [skip for p in parts for skip in p.skipped],
+        sum(p.truncated for p in parts),
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
 
@@ -200,8 +261,6 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     check_can_write(items.folder, names, args.overwrite)
 
     if args.encoder == "clip":
-        from mmseqrec.features.clip import ClipEncoder
-
         encoder = ClipEncoder.load(args.model or "ViT-B-32", args.pretrained, args.device, args.precision, bool(args.normalize))
     else:
         from mmseqrec.features.text import HFTextEncoder

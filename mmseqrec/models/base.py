@@ -11,16 +11,22 @@ and implements:
   is the whole catalogue 1..N;
 - ``trainable_parameters(stage)``: which parameters train in ``pretrain``, ``finetune`` (full)
   and ``peft`` (parameter-efficient) stages, so freezing is declared in one place, printed and
-  tested.
+  tested;
+- ``item_tables(first_id, end_id)``: the vectors it scores items ``first_id .. end_id-1`` with,
+  by kind (``id``, ``text``, ``image``, ...), for indexes and for ``mmseqrec.load(...).item_vectors()``;
+- ``new_item_features()`` / ``add_items(features)``: content-only (inductive) models rank items
+  added after training from their features alone; every other model refuses, saying why.
 
 A batch is a dict of tensors: ``item_seq`` (B, L) item ids, left-aligned with 0 padding on the
 right, ``item_seq_len`` (B,), ``target`` (B,), ``user_id`` (B,).
 
 Saving and loading come with the base class (with ``PyTorchModelHubMixin`` next to it in the
 model's bases): ``save_pretrained(dir)`` writes ``model.safetensors`` and ``config.json`` (the
-config dataclass plus ``model_type``, the model's name in ``MODELS``); ``from_pretrained(dir or
-"org/name")`` loads them strictly (every tensor must match) and explains Hub problems (offline,
-not found) in one sentence instead of a stack trace.
+config dataclass plus ``model_type``, the model's name in ``MODELS`` and a class attribute);
+``from_pretrained(dir or "org/name")`` loads them strictly (every tensor must match) and explains
+Hub problems (offline, not found) in one sentence instead of a stack trace. The file and Hub
+work is ``mmseqrec.savedmodel``'s, which knows no model, so the import runs one way: models ->
+savedmodel.
 
 Blocks shared by several models (a post-LN transformer layer) live here; models never inherit
 from one another.
@@ -31,16 +37,27 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelCard
+from safetensors.torch import save_model
 from torch import nn
 
+from mmseqrec.savedmodel import load_weights_into, model_card, resolve_model_folder
+
 STAGES = ("pretrain", "finetune", "peft")
+
+
+class NewItemsUnsupported(ValueError):
+    """The model cannot rank items that were not in its training catalogue (the message says why)."""
 
 
 class Recommender(nn.Module):
     """Base class holding the parts of the contract that are the same for every model."""
 
+    #: The model's name in ``MODELS`` and in a saved ``config.json`` (each model sets its own).
+    model_type: str = ""
     #: False for models fitted by counting (MostPop): the training loop skips gradient epochs.
     trainable: bool = True
     #: The stage the model was last prepared for (``apply_stage``); some losses depend on it.
@@ -82,6 +99,30 @@ class Recommender(nn.Module):
             raise ValueError(f"{type(self).__name__} has no parameter-efficient fine-tuning; use stage 'finetune'")
         yield from self.named_parameters()
 
+    def item_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
+        """The vectors items ``first_id .. end_id-1`` are scored with, by kind: each (M, d_kind).
+
+        A model documents how its score combines them with the sequence vector (a dot product
+        with ``id``; MISSRec fuses per-modality cosines), which is what an index built from them
+        must reproduce."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose item vectors")
+
+    def new_item_features(self) -> list[str]:
+        """The names of the feature sets an item added after training needs, for models that
+        can rank such items from their content alone; ``NewItemsUnsupported`` (saying why) for
+        the others. Default: the model keeps a learned vector per training item."""
+        raise NewItemsUnsupported(
+            f"{type(self).__name__} represents every item by an ID embedding learned in training; an item added afterwards "
+            "has none, so it cannot be ranked without retraining. Content-only models can: MISSRec or UniSRec fine-tuned "
+            "with --mode inductive."
+        )
+
+    def add_items(self, features: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Append items after the current catalogue: ``features[name] = (values (M, d), present (M,))``
+        for every name of ``new_item_features()``. For inference: the model is not saved afterwards."""
+        self.new_item_features()  # raises with the reason
+        raise NotImplementedError(f"{type(self).__name__}.add_items")
+
     def on_epoch_start(self, epoch: int, accelerator=None) -> None:
         """Hook run before every training epoch (MISSRec refreshes its interests here)."""
 
@@ -90,31 +131,21 @@ class Recommender(nn.Module):
         which is not saved with them (item features, popularity counts) take it here."""
 
     # ---------------------------------------------------------------------------------------
-    # Saving and loading (the PyTorchModelHubMixin hooks; see mmseqrec.hub for cards and the Hub)
+    # Saving and loading (the PyTorchModelHubMixin hooks; files, cards and the Hub are mmseqrec.savedmodel)
     # ---------------------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:
-        from safetensors.torch import save_model
-
-        from mmseqrec.hub import model_type_of
-
         save_model(self, str(Path(save_directory) / "model.safetensors"))
-        config = {"model_type": model_type_of(type(self)), **asdict(self.config)}
+        config = {"model_type": self.model_type or type(self).__name__.lower(), **asdict(self.config)}
         (Path(save_directory) / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     def generate_model_card(self, *args, **kwargs):
         """The card ``save_pretrained`` writes when none is there yet: this suite's format, with
         the configuration only (a finished run writes the full card, with data and evaluation)."""
-        from huggingface_hub import ModelCard
-
-        from mmseqrec.hub import model_card
-
-        return ModelCard(model_card({"model": {"name": type(self).__name__, **asdict(self.config)}}, None))
+        return ModelCard(model_card({"model": {"name": type(self).__name__, **asdict(self.config)}}, None, model_cls=type(self)))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None, force_download=False, token=None, local_files_only=False, **kwargs):
         """Load a saved model from a folder or a Hub repository (``"org/name"``)."""
-        from mmseqrec.hub import resolve_model_folder
-
         folder = resolve_model_folder(
             pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir, force_download=force_download,
             token=token, local_files_only=local_files_only,
@@ -123,8 +154,6 @@ class Recommender(nn.Module):
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", strict: bool = True, **kwargs):
-        from mmseqrec.hub import load_weights_into
-
         hub_arguments = ("revision", "cache_dir", "force_download", "local_files_only", "token")
         model = cls(**{k: v for k, v in kwargs.items() if k not in hub_arguments})
         load_weights_into(model, Path(model_id) / "model.safetensors", strict=strict, device=map_location)
@@ -142,6 +171,30 @@ def content_domain_config(domain, config: dict | None, config_cls, dims: dict[st
         if name in domain.features:
             values[dim_field] = domain.features[name].dim
     return values
+
+
+def extend_buffer(model: nn.Module, name: str, rows) -> None:
+    """Append ``rows`` to the buffer ``name`` along its first axis: per-item tables of a model
+    that takes items after training (``add_items``) grow by one row per new item."""
+    current = getattr(model, name)
+    rows = torch.as_tensor(rows, dtype=current.dtype, device=current.device)
+    setattr(model, name, torch.cat([current, rows.reshape(-1, *current.shape[1:])]))
+
+
+def check_new_features(model: Recommender, features: dict, dims: dict[str, int]) -> int:
+    """The number of items in ``features`` (name -> (values, present)), checked against the
+    feature sets and dimensions ``dims`` the model reads; clear errors naming the set."""
+    counts = set()
+    for name, dim in dims.items():
+        if name not in features:
+            raise ValueError(f"{type(model).__name__} needs the feature set '{name}' for new items; got {', '.join(features) or 'none'}")
+        values, present = features[name]
+        if np.ndim(values) != 2 or np.shape(values)[1] != dim or np.shape(present) != (np.shape(values)[0],):
+            raise ValueError(f"feature set '{name}' of the new items: expected values (M, {dim}) and a mask (M,), got {np.shape(values)} and {np.shape(present)}")
+        counts.add(int(np.shape(values)[0]))
+    if len(counts) > 1:
+        raise ValueError(f"the new items' feature sets disagree on the number of items: {sorted(counts)}")
+    return counts.pop() if counts else 0
 
 
 def check_stage(stage: str) -> None:

@@ -152,6 +152,7 @@ def cloze_mask(lengths: torch.Tensor, width: int, mask_ratio: float, last_item_r
 
 
 class BERT4Rec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["sequential-recommendation", "bert4rec"]):
+    model_type = "bert4rec"
     architecture_fields = ("max_len", "hidden_size", "num_layers", "num_heads", "inner_size", "layer_norm_eps", "positions")
 
     def __init__(self, config: BERT4RecConfig):
@@ -222,6 +223,10 @@ class BERT4Rec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=
 
     def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
         return seq_repr @ self.item_embedding.weight[first_id:end_id].T + self.output_bias[first_id:end_id]
+
+    def item_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
+        """``id`` (M, D) and ``bias`` (M, 1): the score is s . id + bias."""
+        return {"id": self.item_embedding.weight[first_id:end_id], "bias": self.output_bias[first_id:end_id, None]}
 
     # ---------------------------------------------------------------------------------------
     def cloze_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -66,7 +66,17 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from mmseqrec.interest import discover_interests, num_interests, unique_interests
-from mmseqrec.models.base import Recommender, content_domain_config, check_stage, gather_last, init_bert_style, keep_most_recent
+from mmseqrec.models.base import (
+    NewItemsUnsupported,
+    Recommender,
+    check_new_features,
+    check_stage,
+    content_domain_config,
+    extend_buffer,
+    gather_last,
+    init_bert_style,
+    keep_most_recent,
+)
 from mmseqrec.models.unisrec import MoEAdaptor
 
 MODES = ("transductive", "inductive")
@@ -177,6 +187,7 @@ class MISSRecConfig:
 
 
 class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["sequential-recommendation", "multimodal", "missrec"]):
+    model_type = "missrec"
     # Adapters, fusion, input norm, positions and the transformer transfer; IDs and interests
     # belong to the domain.
     transferable_prefixes = ("transformer.", "position_embedding.", "input_norm.", "text_adapter.", "image_adapter.", "fusion_alpha")
@@ -362,6 +373,72 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         # Inductive: an item with no content has no representation. It is no candidate (as in
         # UniSRec), rather than a score of 0 that would rank it above every negative cosine.
         return fused.masked_fill(~has_content.squeeze(-1), float("-inf"))
+
+    def item_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
+        """``text`` / ``image`` (the modalities used): normalised adapted vectors, zero where an
+        item lacks the modality; ``id`` (transductive): normalised ID embeddings. The score fuses
+        the per-table cosines with the sequence vector (``_fused_scores``), over the temperature."""
+        ids = torch.arange(first_id, end_id, device=self.text_features.device)
+        vectors, id_vectors = self._item_vectors(ids)
+        tables = {name: vec * mask[:, None] for name, (vec, mask) in vectors.items()}
+        if id_vectors is not None:
+            tables["id"] = id_vectors
+        return tables
+
+    def new_item_features(self) -> list[str]:
+        if self.item_embedding is not None:
+            raise NewItemsUnsupported(
+                "this MISSRec run is transductive: its scores and histories read an item-ID embedding learned in "
+                "training, which an item added afterwards lacks. A run fine-tuned with --mode inductive (content only) "
+                "ranks new items without retraining."
+            )
+        return [name for name, used in ((self.config.text_feature, self.use_text), (self.config.image_feature, self.use_image)) if used]
+
+    @torch.no_grad()
+    def add_items(self, features: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Append items ranked by their content alone (inductive mode; see ``Recommender.add_items``).
+
+        A new item joins, per modality, the interest of the nearest existing item in the adapted
+        space: the assignment DPC-KNN makes for a point (its nearest denser neighbour's cluster),
+        without re-clustering, which would change every user's interests. An item whose
+        features equal an existing item's therefore gets that item's interests.
+        """
+        cfg = self.config
+        self.new_item_features()
+        slots = (("text", cfg.text_feature, cfg.text_dim), ("image", cfg.image_feature, cfg.image_dim))
+        count = check_new_features(self, features, {name: dim for slot, name, dim in slots if getattr(self, f"use_{slot}")})
+        device = self.text_features.device
+        for slot, name, dim in slots:
+            if getattr(self, f"use_{slot}"):
+                values = torch.as_tensor(np.asarray(features[name][0]), dtype=torch.float32, device=device)
+                present = torch.as_tensor(np.asarray(features[name][1]), dtype=torch.bool, device=device)
+                labels = self._nearest_interests(slot, values, present)
+            else:  # an unused modality's tables grow too, so that every per-item table has one row per item
+                values = torch.zeros(count, dim, device=device)
+                present = torch.zeros(count, dtype=torch.bool, device=device)
+                labels = torch.zeros(count, dtype=torch.long, device=device)
+            extend_buffer(self, f"{slot}_features", values)
+            extend_buffer(self, f"{slot}_present", present)
+            extend_buffer(self, f"{slot}_interest", labels)
+        # Only pretraining reads the prior; new items get the smallest one (never a target).
+        extend_buffer(self, "target_log_prior", self.target_log_prior[1:].min().expand(count))
+
+    def _nearest_interests(self, slot: str, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """(M,) interest id per new item of modality ``slot``: that of its nearest existing item
+        (0, no interest, where the item lacks the modality or no existing item has it)."""
+        adapter = getattr(self, f"{slot}_adapter")
+        existing = torch.nonzero(getattr(self, f"{slot}_present")).squeeze(1)
+        labels = torch.zeros(values.shape[0], dtype=torch.long, device=values.device)
+        if not bool(present.any()) or existing.numel() == 0:
+            return labels
+        was_training = adapter.training
+        adapter.eval()  # no gate noise: the clustering saw the adapters this way too
+        known = adapter(getattr(self, f"{slot}_features")[existing]).float()
+        new = adapter(values[present]).float()
+        adapter.train(was_training)
+        nearest = torch.cat([torch.cdist(chunk, known).argmin(dim=1) for chunk in new.split(1024)])
+        labels[present] = getattr(self, f"{slot}_interest")[existing[nearest]]
+        return labels
 
     def representable(self, ids: torch.Tensor) -> torch.Tensor:
         """Which items the model can score: all in transductive mode, those with a used modality

@@ -209,6 +209,7 @@ class MixerBranch(nn.Module):
 
 
 class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["sequential-recommendation", "multimodal", "mmmlp"]):
+    model_type = "mmmlp"
     architecture_fields = (
         "text_dim", "image_dim", "modalities", "max_len", "hidden_size", "num_layers", "modality_layers",
         "share_layer_weights", "token_expansion", "channel_expansion", "fusion_layers", "layer_norm_eps", "align", "item_scoring",
@@ -368,6 +369,10 @@ class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["s
 
     def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
         return seq_repr @ self.item_vectors(first_id, end_id).T
+
+    def item_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
+        """``item``: the candidate vectors of ``item_vectors``; the score is their dot product with s."""
+        return {"item": self.item_vectors(first_id, end_id)}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.score_items(self(batch), 1, self.config.num_items + 1)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 
-from mmseqrec.models.base import Recommender
+from mmseqrec.models.base import NewItemsUnsupported, Recommender
 
 
 @dataclass
@@ -26,6 +26,7 @@ class MostPopConfig:
 
 
 class MostPop(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["sequential-recommendation", "baseline"]):
+    model_type = "mostpop"
     trainable = False
 
     def __init__(self, config: MostPopConfig):
@@ -43,6 +44,16 @@ class MostPop(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
 
     def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
         return self.item_counts[first_id:end_id].expand(seq_repr.shape[0], -1)
+
+    def item_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
+        """``popularity`` (M, 1): the training counts, which are the scores."""
+        return {"popularity": self.item_counts[first_id:end_id, None]}
+
+    def new_item_features(self) -> list[str]:
+        raise NewItemsUnsupported(
+            "MostPop ranks items by how often they occur in training; an item added afterwards has no interactions, so "
+            "it would always rank last. Content-only models rank new items: MISSRec or UniSRec fine-tuned with --mode inductive."
+        )
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise RuntimeError("MostPop is fitted by counting; it has no loss")

@@ -53,6 +53,7 @@ class SASRecConfig:
 
 
 class SASRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["sequential-recommendation", "sasrec"]):
+    model_type = "sasrec"
     def __init__(self, config: SASRecConfig):
         super().__init__()
         if config.num_items < 1:
@@ -83,6 +84,10 @@ class SASRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["
 
     def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
         return seq_repr @ self.item_embedding.weight[first_id:end_id].T
+
+    def item_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
+        """``id``: the item embeddings; the score is their dot product with the sequence vector."""
+        return {"id": self.item_embedding.weight[first_id:end_id]}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.score_items(self(batch), 1, self.config.num_items + 1)

@@ -61,11 +61,14 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from mmseqrec.models.base import (
+    NewItemsUnsupported,
     PostLNTransformerLayer,
     Recommender,
     causal_padding_mask,
+    check_new_features,
     content_domain_config,
     check_stage,
+    extend_buffer,
     gather_last,
     init_bert_style,
     keep_most_recent,
@@ -181,6 +184,7 @@ class MoEAdaptor(nn.Module):
 
 
 class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["sequential-recommendation", "text", "unisrec"]):
+    model_type = "unisrec"
     # The adaptor, positions, input norm and transformer transfer; item IDs belong to the domain.
     transferable_prefixes = ("moe_adaptor.", "position_embedding.", "input_norm.", "layers.")
     architecture_fields = (
@@ -298,6 +302,30 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         if self.item_embedding is not None:
             vectors = vectors + self.item_embedding(ids)
         return vectors
+
+    def item_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
+        """``item``: the normalised r_i; the score is s . item / temperature (-inf where an item
+        has no representation, whose row here is zero)."""
+        ids = torch.arange(first_id, end_id, device=self.text_features.device)
+        return {"item": F.normalize(self.item_vectors(ids), dim=-1)}
+
+    def new_item_features(self) -> list[str]:
+        if self.item_embedding is not None:
+            raise NewItemsUnsupported(
+                "this UniSRec run is transductive: every item's representation adds an item-ID embedding learned in "
+                "training, which an item added afterwards lacks. A run fine-tuned with --mode inductive (text only) ranks "
+                "new items without retraining."
+            )
+        return [self.config.text_feature]
+
+    @torch.no_grad()
+    def add_items(self, features: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Append items ranked by their text alone (inductive mode; see ``Recommender.add_items``)."""
+        name = self.new_item_features()[0]
+        check_new_features(self, features, {name: self.config.text_dim})
+        values, present = features[name]
+        extend_buffer(self, "text_features", values)
+        extend_buffer(self, "text_present", present)
 
     def representable(self, ids: torch.Tensor) -> torch.Tensor:
         """Which items have a representation: all in transductive mode, those with text otherwise."""
