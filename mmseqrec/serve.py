@@ -259,11 +259,14 @@ def create_app(recommender: DomainRecommender, max_batch: int = 64, max_wait_ms:
     async def add(request: Request) -> JSONResponse:
         body = await _json_body(request, max_body)
         _check_fields(body, ("items",), ())
+        try:
+            items = parse_items(body["items"], "request body")
+        except ValueError as err:
+            raise ApiError(422, str(err)) from None
         refusal = recommender.new_items_refusal()
         if refusal is not None:
             raise ApiError(409, f"this model cannot take new items: {refusal}")
         try:
-            items = parse_items(body["items"], "request body")
             added = await batcher.run_exclusively(recommender.add_items, items, image_dir, image_dir)
         except NewItemsUnsupported as err:
             raise ApiError(409, f"this model cannot take new items: {err}") from None
