@@ -149,14 +149,14 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         written = _write_parquet(Path(args.output), labels, scores, ids, recommender.item_raw_ids)
         print(f"{written:,} recommendations for {len(labels):,} users ({recommender.describe()['model']}, k={k}) written to {args.output}")
         if args.evaluate:
-            code = _report(args, record, torch.cat(gathered["ranks"]).numpy()[order], exclude_seen, mask_history)
+            code = _report(args, record, torch.cat(gathered["ranks"]).numpy()[order], exclude_seen, mask_history, accelerator.num_processes)
             finish_accelerator(accelerator)
             return code
     finish_accelerator(accelerator)
     return 0
 
 
-def _report(args: argparse.Namespace, record: RunRecord, ranks: np.ndarray, exclude_seen: bool, mask_history: bool) -> int:
+def _report(args: argparse.Namespace, record: RunRecord, ranks: np.ndarray, exclude_seen: bool, mask_history: bool, processes: int) -> int:
     """Print the metrics; fail if, under the run's own protocol, they differ from metrics.json."""
     metrics = metrics_from_ranks(ranks)
     recorded = record.metrics.get(args.split) or {}
@@ -164,7 +164,7 @@ def _report(args: argparse.Namespace, record: RunRecord, ranks: np.ndarray, excl
     difference = max((abs(metrics[m] - recorded[m]) for m in common), default=None)
     same_protocol = exclude_seen == mask_history
     report = {
-        "split": args.split, "users": int(len(ranks)), "metrics": metrics, "metrics_json": recorded or None,
+        "split": args.split, "users": int(len(ranks)), "processes": processes, "metrics": metrics, "metrics_json": recorded or None,
         "largest_difference": difference, "exclude_seen": exclude_seen,
     }
     print(json.dumps(report, indent=2))

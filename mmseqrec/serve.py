@@ -21,8 +21,9 @@ items (the reason says why). An unexpected failure is a 500 with a message, and 
 serving.
 
 **Micro-batching.** Requests are not scored one by one: a single worker collects them from a
-queue, starting with the first that arrives and taking more until ``--max-batch`` requests are
-there or ``--max-wait-ms`` milliseconds have passed, then scores them as one batch on the
+queue, starting with the first that arrives, taking at once every request already waiting, and
+waiting for more until ``--max-batch`` requests are there or ``--max-wait-ms`` milliseconds have
+passed since the first; then it scores them as one batch on the
 device (a forward pass and a full-catalogue ranking for all of them, with the largest ``k``
 asked, each answer cut to its own ``k``), in a worker thread so that the server keeps accepting
 requests meanwhile. Under load a batch fills while the previous one is being scored; alone, a
@@ -128,6 +129,11 @@ class MicroBatcher:
         batch = [await self.queue.get()]
         deadline = asyncio.get_running_loop().time() + self.max_wait
         while len(batch) < self.max_batch:
+            try:  # whatever is already waiting joins at once, wait or no wait
+                batch.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
