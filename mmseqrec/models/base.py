@@ -173,6 +173,15 @@ def content_domain_config(domain, config: dict | None, config_cls, dims: dict[st
     return values
 
 
+def transductive_refusal(model: Recommender) -> NewItemsUnsupported:
+    """Why a content model in transductive mode cannot take new items."""
+    return NewItemsUnsupported(
+        f"this {type(model).__name__} run is transductive: its scores and histories read an item-ID embedding learned in "
+        "training, which an item added afterwards lacks. A run fine-tuned with --mode inductive (content only) ranks new "
+        "items without retraining."
+    )
+
+
 def extend_buffer(model: nn.Module, name: str, rows) -> None:
     """Append ``rows`` to the buffer ``name`` along its first axis: per-item tables of a model
     that takes items after training (``add_items``) grow by one row per new item."""

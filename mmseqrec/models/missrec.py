@@ -67,7 +67,6 @@ from torch import nn
 
 from mmseqrec.interest import discover_interests, num_interests, unique_interests
 from mmseqrec.models.base import (
-    NewItemsUnsupported,
     Recommender,
     check_new_features,
     check_stage,
@@ -76,6 +75,7 @@ from mmseqrec.models.base import (
     gather_last,
     init_bert_style,
     keep_most_recent,
+    transductive_refusal,
 )
 from mmseqrec.models.unisrec import MoEAdaptor
 
@@ -387,11 +387,7 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
 
     def new_item_features(self) -> list[str]:
         if self.item_embedding is not None:
-            raise NewItemsUnsupported(
-                "this MISSRec run is transductive: its scores and histories read an item-ID embedding learned in "
-                "training, which an item added afterwards lacks. A run fine-tuned with --mode inductive (content only) "
-                "ranks new items without retraining."
-            )
+            raise transductive_refusal(self)
         return [name for name, used in ((self.config.text_feature, self.use_text), (self.config.image_feature, self.use_image)) if used]
 
     @torch.no_grad()

@@ -61,7 +61,6 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from mmseqrec.models.base import (
-    NewItemsUnsupported,
     PostLNTransformerLayer,
     Recommender,
     causal_padding_mask,
@@ -72,6 +71,7 @@ from mmseqrec.models.base import (
     gather_last,
     init_bert_style,
     keep_most_recent,
+    transductive_refusal,
 )
 
 MODES = ("transductive", "inductive")
@@ -311,11 +311,7 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
 
     def new_item_features(self) -> list[str]:
         if self.item_embedding is not None:
-            raise NewItemsUnsupported(
-                "this UniSRec run is transductive: every item's representation adds an item-ID embedding learned in "
-                "training, which an item added afterwards lacks. A run fine-tuned with --mode inductive (text only) ranks "
-                "new items without retraining."
-            )
+            raise transductive_refusal(self)
         return [self.config.text_feature]
 
     @torch.no_grad()
