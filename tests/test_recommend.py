@@ -166,3 +166,31 @@ def test_load_names_its_errors(runs, data, tmp_path):
     with pytest.raises(ValueError, match="does not name its domain"):
         mmseqrec.load(runs["sasrec"] / "best", data_dir=data)
     assert mmseqrec.load(runs["sasrec"] / "best", domain="Tiny", data_dir=data).num_items == 40
+
+
+def test_recommend_for_a_users_file_and_for_everyone(runs, data, tmp_path, capsys):
+    run = runs["sasrec"]
+    recommender = mmseqrec.load(run, data_dir=data)
+    users = tmp_path / "users.jsonl"
+    users.write_text(json.dumps({"user": "U3"}) + "\n" + json.dumps({"user": "someone new", "history": ["I5", "I6"]}) + "\n")
+    out = tmp_path / "users.parquet"
+    assert mmseqrec_main(["recommend", "--run", str(run), "--data-dir", str(data), "--users", str(users), "--k", "5", "--output", str(out), "--quiet"]) == 0
+    table = pq.read_table(out).to_pandas()
+    whole_sequence = [recommender.item_raw_ids[i - 1] for i in recommender.user_sequence(3)]  # a known user: everything they did
+    assert list(table[table.user == "U3"]["item"]) == recommender.recommend([whole_sequence], k=5)[0].items
+    assert list(table[table.user == "someone new"]["item"]) == recommender.recommend([["I5", "I6"]], k=5)[0].items
+
+    listed = tmp_path / "users.txt"
+    listed.write_text("U1\nU2\n")
+    assert mmseqrec_main(["recommend", "--run", str(run), "--data-dir", str(data), "--users", str(listed), "--output", str(out), "--quiet"]) == 0
+    assert sorted(set(pq.read_table(out).column("user").to_pylist())) == ["U1", "U2"]
+    listed.write_text("U1\nnobody\n")
+    assert mmseqrec_main(["recommend", "--run", str(run), "--data-dir", str(data), "--users", str(listed), "--output", str(out), "--quiet"]) == 2
+    assert "nobody" in capsys.readouterr().err
+    users.write_text(json.dumps({"user": "x", "history": ["I5", "NOT-AN-ITEM"]}) + "\n")
+    assert mmseqrec_main(["recommend", "--run", str(run), "--data-dir", str(data), "--users", str(users), "--output", str(out), "--quiet"]) == 2
+    assert "NOT-AN-ITEM" in capsys.readouterr().err
+
+    assert mmseqrec_main(["recommend", "--run", str(run), "--data-dir", str(data), "--output", str(out), "--quiet"]) == 0
+    everyone = pq.read_table(out).to_pandas()
+    assert everyone["user"].nunique() == 50 and len(everyone) == 50 * 10
