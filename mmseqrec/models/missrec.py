@@ -394,7 +394,7 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     def add_items(self, features: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """Append items ranked by their content alone (inductive mode; see ``Recommender.add_items``).
 
-        A new item joins, per modality, the interest of the nearest existing item in the adapted
+        A new item joins, per modality, the interest of the nearest training item in the adapted
         space: the assignment DPC-KNN makes for a point (its nearest denser neighbour's cluster),
         without re-clustering, which would change every user's interests. An item whose
         features equal an existing item's therefore gets that item's interests.
@@ -420,10 +420,12 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         extend_buffer(self, "target_log_prior", self.target_log_prior[1:].min().expand(count))
 
     def _nearest_interests(self, slot: str, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """(M,) interest id per new item of modality ``slot``: that of its nearest existing item
-        (0, no interest, where the item lacks the modality or no existing item has it)."""
+        """(M,) interest id per new item of modality ``slot``: that of its nearest training item
+        (0, no interest, where the item lacks the modality or no training item has it). Only the
+        training catalogue is searched, so an item gets the same interest whether it was added
+        alone, after others, or all at once when a run with added items is loaded again."""
         adapter = getattr(self, f"{slot}_adapter")
-        existing = torch.nonzero(getattr(self, f"{slot}_present")).squeeze(1)
+        existing = torch.nonzero(getattr(self, f"{slot}_present")[: self.config.num_items + 1]).squeeze(1)
         labels = torch.zeros(values.shape[0], dtype=torch.long, device=values.device)
         if not bool(present.any()) or existing.numel() == 0:
             return labels
