@@ -20,7 +20,7 @@ from mmseqrec.features.extract import register as register_extract
 from mmseqrec.inference import UnknownItemsError, load_pretrained
 from mmseqrec.options import add_data_dir, add_output
 from mmseqrec.savedmodel import HubError
-from mmseqrec.training import evaluate, finish_accelerator, make_accelerator, make_loader
+from mmseqrec.training import cold_and_warm, evaluate, finish_accelerator, make_accelerator, make_loader
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -41,6 +41,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(model, loader, accelerator, domain.num_items, args.mask_history)
         report[split] = result["metrics"]
         report[f"{split}_rows"] = result["rows"].tolist()
+        if split == "test":  # a cold-start domain: the cold and the warm rows apart
+            report.update(cold_and_warm(result, domain.cold_items))
     if accelerator.is_main_process:
         text = json.dumps(report, indent=2)
         if args.output:

@@ -29,15 +29,22 @@ from mmseqrec.config import parse_overrides
 from mmseqrec.data.loading import load_domain
 from mmseqrec.options import add_data_dir
 from mmseqrec.models import MODELS
-from mmseqrec.runs import REPORT_COLUMNS, VERSUS_BEST, plan_runs, pretrainable, run_domain, timestamp
+from mmseqrec.runs import REPORT_COLUMNS, VERSUS_BEST, plan_runs, pretrainable, report_columns, run_domain, timestamp
 from mmseqrec.training import finish_accelerator, make_accelerator
 
 DEFAULT_MODELS = "sasrec,bert4rec,unisrec,mmmlp,missrec,mostpop"
-CSV_COLUMNS = (
-    "model", "seeds", *[c for col in REPORT_COLUMNS for c in (col, col + " sd")], "best epoch", "minutes per run", "trainable parameters",
-    # the paired bootstrap against the best row (empty for the best row itself)
-    "test ndcg@10 minus best", "ci low", "ci high",
-)
+
+
+def csv_columns(columns: tuple[str, ...] = REPORT_COLUMNS) -> tuple[str, ...]:
+    """The CSV header for the reported ``columns`` (``runs.report_columns``)."""
+    return (
+        "model", "seeds", *[c for col in columns for c in (col, col + " sd")], "best epoch", "minutes per run", "trainable parameters",
+        # the paired bootstrap against the best row (empty for the best row itself)
+        "test ndcg@10 minus best", "ci low", "ci high",
+    )
+
+
+CSV_COLUMNS = csv_columns()
 
 
 def default_models() -> str:
@@ -113,11 +120,12 @@ def write_csv(summary: dict[str, dict], path: Path) -> None:
     """One row per model; written to a temporary file, then renamed."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
+    columns = max((report_columns(row) for row in summary.values()), key=len, default=REPORT_COLUMNS)
+    writer.writerow(csv_columns(columns))
     for label, row in summary.items():
         values = [label, row["seeds"]]
-        for column in REPORT_COLUMNS:
-            values += [f"{row[column]:.6f}", f"{row[column + ' sd']:.6f}"]
+        for column in columns:
+            values += [f"{row[column]:.6f}", f"{row[column + ' sd']:.6f}"] if column in row else ["", ""]
         values += [f"{row['best epoch']:.1f}", f"{row['minutes']:.3f}", row.get("trainable parameters", "")]
         versus = row.get(VERSUS_BEST)
         values += ["", "", ""] if versus is None else [f"{versus[key]:.6f}" for key in ("difference", "low", "high")]

@@ -18,9 +18,10 @@ load through here.
 Ranking is the evaluator's (``mmseqrec.metrics``): every item of the catalogue is scored, in
 blocks of ``block_size`` items; ``top_items`` keeps the best k, ties going to the lower item id.
 ``exclude_seen`` (on by default here, off in the papers' evaluation protocol) removes the items of
-the history. ``candidates`` restricts a history's ranking to the given items; it is where a
-candidate generator (an approximate index) plugs in, the model then re-scoring its candidates
-exactly.
+the history. ``candidates`` restricts a history's ranking to the given items. ``retrieval="index"`` ranks
+large catalogues in two stages instead (``mmseqrec.retrieval``): nearest-neighbour indexes of
+the item vectors, stored beside the model by ``mmseqrec index``, propose candidates per history,
+and the model re-scores them exactly; the default, ``retrieval="exact"``, scores every item.
 
 Raw ids that the catalogue does not have are never dropped silently: by default
 ``UnknownItemsError`` lists them (history index and id); with ``on_unknown="report"`` they are
@@ -46,14 +47,17 @@ import yaml
 from mmseqrec import added_items
 from mmseqrec.data.format import Examples
 from mmseqrec.data.loading import Domain, DomainNotFoundError, load_domain
-from mmseqrec.metrics import rank_targets, top_items
+from mmseqrec.metrics import rank_targets, top_candidates, top_items
 from mmseqrec.models import model_classes
 from mmseqrec.models.base import Recommender
+from mmseqrec.retrieval import INDEX_DIR, IndexSettings, ItemIndex, catalogue_key, weights_sha256
 from mmseqrec.savedmodel import find_model_folder, resolve_model_folder
 from mmseqrec.training import ranking_loader
 
 #: ``on_unknown`` choices: raise ``UnknownItemsError``, or list the ids in ``Recommendation.unknown``.
 ON_UNKNOWN = ("error", "report")
+#: ``retrieval`` choices: score every item, or fetch candidates from the stored indexes first.
+RETRIEVAL = ("exact", "index")
 HUB_ARGUMENTS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
 
 
@@ -158,6 +162,9 @@ def load(
     device: str | torch.device | None = None,
     with_added_items: bool = True,
     batch_size: int = 256,
+    retrieval: str = "exact",
+    index_dir: str | Path | None = None,
+    candidates: int | None = None,
     **hub_arguments,
 ) -> DomainRecommender:
     """A recommender bound to its domain (see the module docstring).
@@ -169,9 +176,17 @@ def load(
         device: ``cpu``, ``cuda``...; default: a GPU if there is one.
         with_added_items: also rank the items added to the run (``mmseqrec add-items``).
         batch_size: histories scored at once.
+        retrieval: ``exact`` (score every item) or ``index`` (candidates from the run's stored
+            indexes, ``mmseqrec index``, re-scored exactly; a model without a run folder gets
+            indexes built in memory).
+        index_dir: where the indexes are (default ``<run>/index``).
+        candidates: items fetched per index and history (default: the index's setting).
     """
+    if retrieval not in RETRIEVAL:
+        raise ValueError(f"retrieval must be one of {', '.join(RETRIEVAL)}, got {retrieval!r}")
     record = RunRecord.read(source)
-    model = load_pretrained(source, **hub_arguments)
+    folder = model_folder(source, **{k: hub_arguments.pop(k) for k in list(hub_arguments) if k in HUB_ARGUMENTS})
+    model = load_pretrained(folder, **hub_arguments)
     bound = _load_run_domain(record, domain, data_dir, source)
     if model.config.num_items != bound.num_items:
         raise ValueError(
@@ -180,12 +195,21 @@ def load(
         )
     model.attach_domain(bound)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    recommender = DomainRecommender(model.to(device).eval(), bound, record, batch_size=batch_size)
+    recommender = DomainRecommender(model.to(device).eval(), bound, record, batch_size=batch_size, model_path=folder)
     if with_added_items and record.run_dir is not None:
         stored = added_items.read_added(record.run_dir, bound)
         if stored is not None:
             model.add_items(stored.features)
             recommender._extend_catalogue(stored.raw_ids)
+    if retrieval == "index":
+        if index_dir is None and record.run_dir is None:
+            recommender.build_index(save=False)  # nowhere to keep it: built for this process
+        else:
+            recommender.use_index(index_dir)
+        if candidates is not None:
+            if int(candidates) < 1:
+                raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
+            recommender.index.settings.candidates = int(candidates)
     return recommender
 
 
@@ -217,17 +241,33 @@ def rank_batch(
     exclude: torch.Tensor | None = None,
     allowed: torch.Tensor | None = None,
     mask_history: bool | None = None,
+    index: ItemIndex | None = None,
 ) -> dict[str, torch.Tensor]:
     """Top-k items of every row of ``batch`` (``scores``, ``ids``: (B, k), -inf / id of a missing
     entry), and, when the batch has ``target``, the target's rank exactly as ``evaluate`` computes
-    it (``mask_history``: the evaluator's flag, removing the window's history items but the target)."""
+    it (``mask_history``: the evaluator's flag, removing the window's history items but the target).
+    With ``index`` (and no ``allowed``), the top k of the candidates it retrieves, re-scored by the model."""
     seq_repr = model(batch)
+    if index is not None and index.tables and allowed is None:
+        if mask_history is not None:
+            raise ValueError("a target's rank needs every item scored: rank with retrieval='exact' to evaluate")
+        return retrieve_top(model, seq_repr, index, k, exclude)
     score_block = cached_scores(model, seq_repr, num_items, block_size)
     scores, ids = top_items(score_block, num_items, k, block_size, exclude=exclude, allowed=allowed)
     out = {"scores": scores, "ids": ids}
     if mask_history is not None:
         out["ranks"] = rank_targets(score_block, batch["target"], num_items, block_size, history=batch["item_seq"] if mask_history else None)
     return out
+
+
+def retrieve_top(model: Recommender, seq_repr: torch.Tensor, index: ItemIndex, k: int, exclude: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The two stages of ``mmseqrec.retrieval``: candidates from ``index`` for every row, then
+    the model's exact scores of them, cut to the top ``k`` (``scores``, ``ids``: (B, k))."""
+    # Excluded items may be among the best candidates: fetch as many more as a row excludes.
+    count = max(index.settings.candidates, k) + (exclude.shape[1] if exclude is not None else 0)
+    candidates = index.search(model.index_query(seq_repr), count)
+    scores, ids = top_candidates(model.score_candidates(seq_repr, candidates), candidates, k, exclude)
+    return {"scores": scores, "ids": ids}
 
 
 # -------------------------------------------------------------------------------------------
@@ -245,8 +285,13 @@ class DomainRecommender:
         lock: held while scoring and while adding items (the service scores from a worker thread).
     """
 
-    def __init__(self, model: Recommender, domain: Domain, run: RunRecord | None = None, batch_size: int = 256, block_size: int = 65536):
+    def __init__(self, model: Recommender, domain: Domain, run: RunRecord | None = None, batch_size: int = 256, block_size: int = 65536,
+                 model_path: Path | None = None):
         self.model = model
+        self.model_path = model_path
+        self._weights_sha256: str | None = None  # computed on first use, for index manifests
+        self.index: ItemIndex | None = None  # with retrieval="index"
+        self.index_dir: Path | None = None  # where self.index is stored (None: built in memory)
         self.domain = domain
         self.run = run or RunRecord()
         self.batch_size = batch_size
@@ -285,6 +330,7 @@ class DomainRecommender:
             "users": self.domain.num_users,
             "max_len": self.max_len,
             "accepts_new_items": self.new_items_refusal() is None,
+            "retrieval": "exact" if self.index is None else "index",
         }
 
     def new_items_refusal(self) -> str | None:
@@ -353,9 +399,11 @@ class DomainRecommender:
         k: int,
         exclude_seen: bool | Sequence[bool] = True,
         candidates: list[np.ndarray | None] | None = None,
+        retrieval: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (len(histories), k'), k' = min(k, catalogue), for histories of
         catalogue ids; -inf / 0 where a row has fewer than k' rankable items."""
+        item_index = self._index_for(retrieval)
         if not histories:
             width = min(k, self.num_items)
             return np.zeros((0, width), np.float32), np.zeros((0, width), np.int64)
@@ -381,7 +429,7 @@ class DomainRecommender:
                         else:
                             allowed[j, torch.as_tensor(candidates[r], dtype=torch.long, device=self.device)] = True
                     allowed = allowed[:, 1:]
-                top = rank_batch(self.model, batch, self.num_items, width, self.block_size, exclude=exclude, allowed=allowed)
+                top = rank_batch(self.model, batch, self.num_items, width, self.block_size, exclude=exclude, allowed=allowed, index=item_index)
                 scores[rows] = top["scores"].cpu().numpy()
                 ids[rows] = top["ids"].cpu().numpy()
         return scores, ids
@@ -393,6 +441,7 @@ class DomainRecommender:
         exclude_seen: bool = True,
         candidates: Sequence[str] | Sequence[Sequence[str]] | None = None,
         on_unknown: str = "error",
+        retrieval: str | None = None,
     ) -> list[Recommendation]:
         """The ``k`` best items for every history (lists of raw ids, oldest first).
 
@@ -403,6 +452,8 @@ class DomainRecommender:
             candidates: rank only these raw ids: one list for every history, or a list of
                 lists (one per history, None for all items).
             on_unknown: ``error`` (raise ``UnknownItemsError``) or ``report`` (see the module).
+            retrieval: ``exact`` or ``index`` for this call (default: as loaded; ``index`` needs
+                an index: ``load(..., retrieval="index")`` or ``use_index``).
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -414,7 +465,7 @@ class DomainRecommender:
         scorable = [i for i, history in enumerate(ids) if len(history)]  # the others had only unknown ids
         results = [Recommendation([], [], unknown[i]) for i in range(len(ids))]
         top_scores, top_ids = self.top_ids(
-            [ids[i] for i in scorable], k, exclude_seen, None if candidate_ids is None else [candidate_ids[i] for i in scorable]
+            [ids[i] for i in scorable], k, exclude_seen, None if candidate_ids is None else [candidate_ids[i] for i in scorable], retrieval
         )
         for row, index in enumerate(scorable):
             keep = np.isfinite(top_scores[row])
@@ -481,9 +532,58 @@ class DomainRecommender:
         features = added_items.extract_features(items, names, self.domain, base_dir, image_dir, self.device, progress)
         with self.lock:
             added_items.append_added(self.run.run_dir, self.domain, items, features, expected=self.num_added)
+            first = self.num_items + 1
             self.model.add_items(features)
             self._extend_catalogue([item.id for item in items])
+            if self.index is not None:  # the index follows the catalogue, in memory and on disk
+                self.index.extend(self.model, first, self.num_items + 1, self.catalogue_key())
+                if self.index_dir is not None:
+                    self.index.save(self.index_dir)
         return [item.id for item in items]
+
+    # ---------------------------------------------------------------------------------------
+    # Retrieval indexes
+    # ---------------------------------------------------------------------------------------
+    def _index_for(self, retrieval: str | None) -> ItemIndex | None:
+        """The index a ranking goes through: the loaded one unless ``retrieval`` says otherwise."""
+        if retrieval is None:
+            return self.index
+        if retrieval not in RETRIEVAL:
+            raise ValueError(f"retrieval must be one of {', '.join(RETRIEVAL)}, got {retrieval!r}")
+        if retrieval == "index" and self.index is None:
+            raise ValueError("retrieval='index' needs an index: load(..., retrieval='index'), or use_index() / build_index() first")
+        return self.index if retrieval == "index" else None
+
+    def catalogue_key(self) -> dict:
+        """What an index of this recommender must match (``mmseqrec.retrieval.catalogue_key``)."""
+        if self._weights_sha256 is None:
+            self._weights_sha256 = weights_sha256(self.model_path)
+        return catalogue_key(self._weights_sha256, self.domain, self.item_raw_ids)
+
+    def default_index_dir(self) -> Path:
+        if self.run.run_dir is None:
+            raise ValueError("a stored index lives in a run folder (<run>/index); this model has none: pass a folder")
+        return self.run.run_dir / INDEX_DIR
+
+    def use_index(self, folder: str | Path | None = None) -> ItemIndex:
+        """Rank through the index stored in ``folder`` (default ``<run>/index``), after checking
+        that it describes this model and catalogue (``StaleIndexError``, ``MissingIndexError``)."""
+        folder = Path(folder) if folder is not None else self.default_index_dir()
+        self.index = ItemIndex.load(folder, self.catalogue_key())
+        self.index_dir = folder
+        return self.index
+
+    def build_index(self, settings: IndexSettings | None = None, folder: str | Path | None = None, save: bool = True,
+                    progress: bool = False) -> ItemIndex:
+        """Index the catalogue's item vectors, rank through the index from now on, and (``save``)
+        store it in ``folder`` (default ``<run>/index``)."""
+        with self.lock:
+            index = ItemIndex.build(self.model, self.catalogue_key(), settings, progress=progress)
+        self.index = index
+        self.index_dir = None
+        if save:
+            self.index_dir = index.save(Path(folder) if folder is not None else self.default_index_dir())
+        return index
 
     # ---------------------------------------------------------------------------------------
     # Users of the domain

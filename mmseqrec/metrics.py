@@ -157,6 +157,28 @@ def top_items(
     return best_scores, best_ids
 
 
+@torch.no_grad()
+def top_candidates(
+    scores: torch.Tensor, ids: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``top_items`` over per-row candidate lists: the ``k`` best of ``scores`` (B, C), the
+    scores of items ``ids`` (B, C) laid out in ascending id order, 0 = padding (never chosen).
+    ``exclude`` (B, L) as in ``top_items``. Returns (B, k) scores and ids, -inf / 0 where a row
+    has fewer than k candidates; ties go to the lower item id."""
+    block = _checked_block(scores, ids.shape[0], 0, ids.shape[1])
+    block = block.masked_fill(ids == 0, float("-inf"))
+    if exclude is not None:
+        seen = ((ids[:, :, None] == exclude[:, None, :]) & (exclude[:, None, :] > 0)).any(dim=2)
+        block = block.masked_fill(seen, float("-inf"))
+    width = min(k, block.shape[1])
+    best_scores, best_ids = _best_columns(block, ids, width) if width else (block[:, :0], ids[:, :0])
+    if width < k:  # fewer candidates than asked for: pad as top_items pads a small catalogue
+        pad = k - width
+        best_scores = torch.cat([best_scores, best_scores.new_full((ids.shape[0], pad), float("-inf"))], dim=1)
+        best_ids = torch.cat([best_ids, best_ids.new_zeros((ids.shape[0], pad))], dim=1)
+    return best_scores, torch.where(torch.isinf(best_scores) & (best_scores < 0), torch.zeros_like(best_ids), best_ids)
+
+
 def ndcg_per_row(ranks: np.ndarray, k: int) -> np.ndarray:
     """NDCG@k of each row from its target's 1-based rank (one target per row: 1/log2(rank+1))."""
     return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)

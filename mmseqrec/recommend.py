@@ -1,8 +1,10 @@
-"""``mmseqrec recommend`` (batch recommendations to Parquet) and ``mmseqrec add-items``.
+"""``mmseqrec recommend`` (batch recommendations to Parquet), ``mmseqrec index`` and ``mmseqrec add-items``.
 
     mmseqrec recommend --run RUN --split test --k 10 --output recs.parquet --evaluate
     mmseqrec recommend --run RUN --users users.jsonl --k 20 --output recs.parquet
     accelerate launch --multi_gpu --num_processes 2 -m mmseqrec.cli recommend --run RUN --output recs.parquet
+    mmseqrec index --run RUN                      # nearest-neighbour indexes of the item vectors, in RUN/index/
+    mmseqrec recommend --run RUN --index --k 10 --output recs.parquet
     mmseqrec add-items --run RUN --items new-items.jsonl
 
 Whose recommendations (one row of histories each):
@@ -20,6 +22,11 @@ Output: Parquet with one row per recommended item, ``user`` (raw id), ``rank`` (
 (the default, except with ``--evaluate``, where the run's own ``train.mask_history`` applies as
 in the papers' protocol) leaves each history's items out. Under ``accelerate launch`` every
 process scores its share of the rows and the main process gathers and writes them.
+
+``--index`` ranks in two stages (``mmseqrec.retrieval``): the indexes that ``mmseqrec index``
+stored beside the model propose ``--candidates`` items per index and history, which the model
+re-scores exactly. A stale index (another model, or items added since) is an error; ``mmseqrec
+add-items`` keeps a current one up to date.
 """
 
 from __future__ import annotations
@@ -35,11 +42,12 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from mmseqrec import added_items
+from mmseqrec import added_items, retrieval
 from mmseqrec.data.format import Examples
 from mmseqrec.inference import DomainRecommender, RunRecord, load, padded_ids, rank_batch
 from mmseqrec.metrics import metrics_from_ranks
 from mmseqrec.options import add_data_dir, add_output
+from mmseqrec.retrieval import IndexSettings, StaleIndexError
 from mmseqrec.training import finish_accelerator, make_accelerator, ranking_loader
 
 #: How far recomputed metrics may be from metrics.json and still count as the same.
@@ -106,12 +114,17 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         raise ValueError(f"--k must be at least 1, got {args.k}")
     if args.evaluate and args.split is None:
         raise ValueError("--evaluate needs --split valid or test: rows whose held-out target can be ranked")
+    if args.evaluate and args.index is not None:
+        raise ValueError("--evaluate ranks every item to find each target's rank; it cannot go through --index (drop one)")
     record = RunRecord.read(args.run)
     train = record.train
     # The evaluator's settings, so that --evaluate computes what training computed.
     accelerator = make_accelerator(train.get("mixed_precision", "no") if args.evaluate else "no", cpu=args.cpu)
     batch_size = args.batch_size or int(train.get("eval_batch_size") or 256)
-    recommender = load(args.run, args.domain, args.data_dir, device=accelerator.device, with_added_items=not args.evaluate, batch_size=batch_size)
+    recommender = load(
+        args.run, args.domain, args.data_dir, device=accelerator.device, with_added_items=not args.evaluate, batch_size=batch_size,
+        retrieval="exact" if args.index is None else "index", index_dir=args.index or None, candidates=args.candidates,
+    )
     mask_history = bool(train.get("mask_history", False))
     exclude_seen = args.exclude_seen if args.exclude_seen is not None else (mask_history if args.evaluate else True)
     block_size = int(train.get("eval_block_size") or 65536)
@@ -136,7 +149,8 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         rows = batch["row"].cpu().numpy()
         exclude = padded_ids([histories[r] for r in rows], accelerator.device) if exclude_seen else None
         with torch.no_grad(), accelerator.autocast():
-            out = rank_batch(model, batch, recommender.num_items, k, block_size, exclude=exclude, mask_history=exclude_seen if args.evaluate else None)
+            out = rank_batch(model, batch, recommender.num_items, k, block_size, exclude=exclude, mask_history=exclude_seen if args.evaluate else None,
+                             index=recommender.index)
         parts = (batch["row"], out["scores"], out["ids"], out.get("ranks", batch["row"]))
         for key, value in zip(("rows", "scores", "ids", "ranks"), accelerator.gather_for_metrics(parts)):
             gathered[key].append(value.cpu())
@@ -147,7 +161,8 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         if sorted(rows.tolist()) != list(range(len(labels))):
             raise RuntimeError(f"gathered {len(rows)} rows for {len(labels)} histories: a row was scored twice or skipped")
         written = _write_parquet(Path(args.output), labels, scores, ids, recommender.item_raw_ids)
-        print(f"{written:,} recommendations for {len(labels):,} users ({recommender.describe()['model']}, k={k}) written to {args.output}")
+        how = "" if recommender.index is None else f", candidates from {recommender.index_dir}"
+        print(f"{written:,} recommendations for {len(labels):,} users ({recommender.describe()['model']}, k={k}{how}) written to {args.output}")
         if args.evaluate:
             code = _report(args, record, torch.cat(gathered["ranks"]).numpy()[order], exclude_seen, mask_history, accelerator.num_processes)
             finish_accelerator(accelerator)
@@ -183,11 +198,39 @@ def _cmd_add_items(args: argparse.Namespace) -> int:
     refusal = recommender.new_items_refusal()
     if refusal is not None:
         raise ValueError(f"{args.run}: cannot add items: {refusal}")
+    # A stored index must follow the catalogue: a current one takes the new items, a stale one
+    # (built before an earlier change) is rebuilt afterwards with the settings it had.
+    stored = Path(args.run) / retrieval.INDEX_DIR
+    rebuild = None
+    if (stored / retrieval.MANIFEST).is_file():
+        try:
+            recommender.use_index(stored)
+        except StaleIndexError:
+            rebuild = retrieval.read_settings(stored) or IndexSettings()
     added = recommender.add_items(items, base_dir=Path(args.items).parent, image_dir=args.image_dir, progress=not args.quiet)
     print(
         f"added {len(added)} item(s) ({', '.join(added[:5])}{' ...' if len(added) > 5 else ''}); {recommender.num_items:,} items can be "
         f"ranked, {recommender.num_added} of them added; stored in {Path(args.run) / 'added_items'}"
     )
+    if rebuild is not None:
+        recommender.build_index(rebuild, stored, progress=not args.quiet)
+        print(f"the index in {stored} was stale: rebuilt for the {recommender.num_items:,} items")
+    elif recommender.index is not None:
+        print(f"the index in {stored} now holds the new items too")
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    settings = IndexSettings(args.kind, args.exact_up_to, args.hnsw_m, args.ef_construction, args.ef_search, args.candidates)
+    recommender = load(args.run, args.domain, args.data_dir, device="cpu" if args.cpu else None)
+    output = args.output or recommender.default_index_dir()
+    index = recommender.build_index(settings, output, progress=not args.quiet)
+    manifest = index.manifest()
+    if not manifest["tables"]:
+        print(f"{recommender.describe()['model']} needs no index (its scores are the same lookup for everyone); {output} records that")
+    for name, table in manifest["tables"].items():
+        print(f"{name}: {table['kind']}, {table['indexed_items']:,} items, {table['dim']}-d")
+    print(f"index of {recommender.num_items:,} items ({recommender.num_added} added) built in {manifest['built']['seconds']:.1f}s, written to {output}")
     return 0
 
 
@@ -214,8 +257,28 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="leave each history's items out (default: on; with --evaluate, the run's train.mask_history)")
     parser.add_argument("--evaluate", action="store_true", help="with --split: also rank the held-out targets and compare with metrics.json")
     parser.add_argument("--batch-size", type=int, default=None, help="histories per batch and process (default: the run's train.eval_batch_size)")
+    parser.add_argument("--index", nargs="?", const="", default=None, type=str, metavar="DIR",
+                        help="candidates from the stored indexes (mmseqrec index), re-scored exactly (default DIR: RUN/index)")
+    parser.add_argument("--candidates", type=int, default=None, help="with --index: items fetched per index and history (default: the index's)")
     add_output(parser, "the Parquet file to write", required=True)
     parser.set_defaults(func=_cmd_recommend)
+
+    index = commands.add_parser(
+        "index", help="build nearest-neighbour indexes of a run's item vectors, for --index retrieval",
+        description=retrieval.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_arguments(index)
+    defaults = IndexSettings()
+    index.add_argument("--kind", choices=retrieval.KINDS, default=defaults.kind,
+                       help=f"flat (exact), hnsw, or auto: flat up to --exact-up-to items, hnsw above (default {defaults.kind})")
+    index.add_argument("--exact-up-to", type=int, default=defaults.exact_up_to, help=f"the auto threshold, items per table (default {defaults.exact_up_to:,})")
+    index.add_argument("--hnsw-m", type=int, default=defaults.hnsw_m, help=f"HNSW links per node (default {defaults.hnsw_m})")
+    index.add_argument("--ef-construction", type=int, default=defaults.ef_construction, help=f"HNSW build breadth (default {defaults.ef_construction})")
+    index.add_argument("--ef-search", type=int, default=defaults.ef_search, help=f"HNSW search breadth (default {defaults.ef_search})")
+    index.add_argument("--candidates", type=int, default=defaults.candidates,
+                       help=f"items fetched per index and history before re-scoring (default {defaults.candidates})")
+    add_output(index, "the index folder to write (default: RUN/index, where --index and mmseqrec.load look)")
+    index.set_defaults(func=_cmd_index)
 
     add = commands.add_parser(
         "add-items", help="make new items rankable by an inductive content model, without retraining",

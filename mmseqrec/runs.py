@@ -31,6 +31,14 @@ from mmseqrec.training import TrainConfig, Trainer
 
 FINETUNE_CONFIGS = Path(__file__).resolve().parent.parent / "finetune" / "configs"
 REPORT_COLUMNS = ("valid ndcg@10", "test recall@10", "test ndcg@10", "test recall@50", "test ndcg@50")
+#: Added on a cold-start domain (``mmseqrec prepare cold``): the test rows whose target is a cold item, and the others.
+COLD_COLUMNS = ("test_cold recall@10", "test_cold ndcg@10", "test_warm recall@10", "test_warm ndcg@10")
+
+
+def report_columns(row: dict) -> tuple[str, ...]:
+    """The columns a summary row (or ``summarise``'s results) reports: the cold and warm ones too
+    when it has them."""
+    return REPORT_COLUMNS + (COLD_COLUMNS if COLD_COLUMNS[0] in row else ())
 
 
 @dataclass
@@ -223,7 +231,8 @@ def train_one(
 def summarise(results: Sequence[dict]) -> dict[str, Any]:
     """Mean and sample standard deviation over seeds of the reported metrics."""
     row: dict[str, Any] = {"seeds": len(results)}
-    for column in REPORT_COLUMNS:
+    columns = REPORT_COLUMNS + (COLD_COLUMNS if all("test_cold" in r for r in results) else ())
+    for column in columns:
         split, metric = column.split(" ")
         values = np.array([r[split][metric] for r in results], dtype=np.float64)
         row[column] = float(values.mean())
@@ -251,11 +260,15 @@ def format_summary_table(summary: dict[str, dict]) -> str:
     row's difference in test NDCG@10 to the best row with its 95% bootstrap interval over users."""
     paired = any(VERSUS_BEST in row for row in summary.values())
     extra = " | test ndcg@10 vs best [95% CI]" if paired else ""
-    header = "| model | " + " | ".join(REPORT_COLUMNS) + " | best epoch | min/run" + extra + " |"
-    lines = [header, "|---|" + "---|" * (len(REPORT_COLUMNS) + 2 + int(paired))]
+    columns = max((report_columns(row) for row in summary.values()), key=len, default=REPORT_COLUMNS)
+    header = "| model | " + " | ".join(columns) + " | best epoch | min/run" + extra + " |"
+    lines = [header, "|---|" + "---|" * (len(columns) + 2 + int(paired))]
     for name, row in summary.items():
         cells = []
-        for column in REPORT_COLUMNS:
+        for column in columns:
+            if column not in row:
+                cells.append("-")
+                continue
             mean, sd = row[column], row[column + " sd"]
             cells.append(f"{mean:.4f} ± {sd:.4f}" if row["seeds"] > 1 else f"{mean:.4f}")
         best = "-" if math.isnan(row["best epoch"]) or row["best epoch"] < 0 else f"{row['best epoch']:.0f}"
@@ -265,6 +278,11 @@ def format_summary_table(summary: dict[str, dict]) -> str:
             versus = " | best" if difference is None else f" | {PairedDifference(**difference).format()}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {best} | {row['minutes']:.1f}{versus} |")
     table = "\n".join(lines)
+    if COLD_COLUMNS[0] in columns:
+        table += (
+            "\n\ntest_cold: the test rows whose target is a cold item (held out of training, `mmseqrec prepare cold`);"
+            " test_warm: the other test rows."
+        )
     if paired:
         table += (
             "\n\nLast column: mean over users of (this row's test NDCG@10 - the best row's), each averaged over"

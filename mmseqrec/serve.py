@@ -316,7 +316,8 @@ def create_app(recommender: DomainRecommender, max_batch: int = 64, max_wait_ms:
 # Command line
 # -------------------------------------------------------------------------------------------
 def _cmd_serve(args: argparse.Namespace) -> int:
-    recommender = load(args.run, args.domain, args.data_dir, device="cpu" if args.cpu else None)
+    recommender = load(args.run, args.domain, args.data_dir, device="cpu" if args.cpu else None,
+                       retrieval="exact" if args.index is None else "index", index_dir=args.index or None)
     info = recommender.describe()
     print(f"serving {info['model']} on {info['domain']} ({info['items']:,} items) at http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     app = create_app(recommender, args.max_batch, args.max_wait_ms, args.max_history, args.max_body, args.image_dir)
@@ -341,6 +342,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, help=f"largest request body in bytes (default {DEFAULT_MAX_BODY:,})")
     parser.add_argument("--image-dir", type=Path, default=None, help="POST /items: folder of images named by raw id, and of relative image paths")
     parser.add_argument("--cpu", action="store_true", help="score on the CPU even if a GPU is present")
+    parser.add_argument("--index", nargs="?", const="", default=None, metavar="DIR",
+                        help="rank through the stored indexes (mmseqrec index; default DIR: RUN/index); POST /items extends them")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="uvicorn's log level")
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False, help="log every request (off: it costs time under load)")
     parser.set_defaults(func=_cmd_serve)

@@ -7,6 +7,8 @@ valid and test with them. Everything a run produces lands in its run folder:
     <run_dir>/config.yaml    the resolved configuration (train, model, data)
     <run_dir>/train.log      one line per epoch, and the final tables
     <run_dir>/metrics.json   best epoch, valid and test metrics, popularity breakdown, history
+                             (a cold-start domain adds test_cold / test_warm: the test rows whose
+                             target is a held-out item, and the others)
     <run_dir>/ranks.npz      the target's rank of every valid and test row (paired significance tests)
     <run_dir>/best/          the best weights (safetensors + config.json + model card README.md,
                              ``from_pretrained``-able and publishable with ``mmseqrec publish``)
@@ -326,6 +328,18 @@ def evaluate(
     }
 
 
+def cold_and_warm(evaluated: dict[str, Any], cold_items: np.ndarray | None) -> dict[str, dict]:
+    """``test_cold`` / ``test_warm``: the metrics of the rows whose target is a cold item (held out
+    of training) and of the others, each with its row count; nothing for an ordinary domain."""
+    if cold_items is None:
+        return {}
+    cold = cold_items[evaluated["targets"]]
+    return {
+        f"test_{kind}": {**metrics_from_ranks(evaluated["ranks"][rows]), "rows": int(rows.sum())}
+        for kind, rows in (("cold", cold), ("warm", ~cold))
+    }
+
+
 def ranks_in_row_order(evaluated: dict[str, Any]) -> np.ndarray:
     """The ranks of ``evaluate``'s result indexed by row (processes may return rows out of order)."""
     ranks = np.empty(len(evaluated["rows"]), dtype=np.int64)
@@ -502,6 +516,8 @@ class Trainer:
         started = time.time()
         model = self.model
         model.attach_domain(self.domain)
+        if self.domain.cold_items is not None:  # a cold-start split: those items stay out of training
+            model.hold_out_items(self.domain.cold_items)
         trainable = apply_stage(model, cfg.stage) if model.trainable else 0
         total = sum(p.numel() for p in model.parameters())
         self.log(f"{type(model).__name__} on {self.domain.describe()}")
@@ -590,6 +606,7 @@ class Trainer:
             "trainable_parameters": trainable,
             "valid": valid["metrics"],
             "test": test["metrics"],
+            **cold_and_warm(test, self.domain.cold_items),
             "test_by_popularity": bucket_breakdown(test["ranks"], test["targets"], buckets),
             "evaluated_users": {"valid": int(len(valid["rows"])), "test": int(len(test["rows"]))},
             "wall_clock_seconds": time.time() - started,
@@ -607,6 +624,12 @@ class Trainer:
             f"test  recall@10 {test['metrics']['recall@10']:.4f}  ndcg@10 {test['metrics']['ndcg@10']:.4f}  "
             f"recall@50 {test['metrics']['recall@50']:.4f}  ndcg@50 {test['metrics']['ndcg@50']:.4f}  (best epoch {self.progress.best_epoch})"
         )
+        if "test_cold" in results:
+            self.log(
+                f"test, {results['test_cold']['rows']:,} cold rows: recall@10 {results['test_cold']['recall@10']:.4f}  ndcg@10 "
+                f"{results['test_cold']['ndcg@10']:.4f};  {results['test_warm']['rows']:,} warm rows: recall@10 "
+                f"{results['test_warm']['recall@10']:.4f}  ndcg@10 {results['test_warm']['ndcg@10']:.4f}"
+            )
         acc.wait_for_everyone()
         return results
 

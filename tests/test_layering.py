@@ -15,7 +15,8 @@ LAYERS = (
     ("data and features", ("mmseqrec.config", "mmseqrec.options", "mmseqrec.data", "mmseqrec.features", "mmseqrec.metrics",
                            "mmseqrec.interest", "mmseqrec.significance", "mmseqrec.savedmodel")),
     ("models", ("mmseqrec.models",)),
-    ("training and inference", ("mmseqrec.checkpointing", "mmseqrec.training", "mmseqrec.runs", "mmseqrec.inference", "mmseqrec.added_items")),
+    ("training and inference", ("mmseqrec.checkpointing", "mmseqrec.training", "mmseqrec.runs", "mmseqrec.inference", "mmseqrec.added_items",
+                                "mmseqrec.retrieval")),
     ("entry points", ("mmseqrec.cli", "mmseqrec.compare", "mmseqrec.hub", "mmseqrec.official_missrec", "mmseqrec.recommend",
                       "mmseqrec.serve", "mmseqrec.serve_check", "finetune", "pretrain")),
 )

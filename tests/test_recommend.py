@@ -11,18 +11,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from tiny import write_tiny_domain
+from tiny import TINY_MODELS, train_tiny_runs, write_tiny_domain
 from tolerances import assert_close
 
 import mmseqrec
-from finetune.cli import main as finetune_main
 from mmseqrec.cli import main as mmseqrec_main
 from mmseqrec.inference import UnknownItemsError
 from mmseqrec.metrics import top_items
 
 # Every model, from scratch, one epoch: what matters is that inference recomputes training's numbers.
-ENTRIES = {"sasrec": "sasrec", "bert4rec": "bert4rec", "unisrec": "unisrec@scratch", "mmmlp": "mmmlp", "missrec": "missrec@scratch", "mostpop": "mostpop"}
-SMALL = ["train.epochs=1", "train.batch_size=64", "train.eval_batch_size=16", "model.hidden_size=16", "model.inner_size=16", "model.num_heads=2"]
+ENTRIES = TINY_MODELS
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +32,7 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(data, tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("runs")
-    code = finetune_main(["--domain", "Tiny", "--data-dir", str(data), "--model", ",".join(ENTRIES.values()), "--output", str(out), "--quiet", *SMALL])
-    assert code == 0
-    return {name: out / f"{entry.replace('@', '-')}-seed2020" for name, entry in ENTRIES.items()}
+    return train_tiny_runs(data, tmp_path_factory.mktemp("runs"))
 
 
 @pytest.mark.parametrize("name", list(ENTRIES))

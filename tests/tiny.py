@@ -70,6 +70,22 @@ def tiny_tables(
     return tables
 
 
+#: Every model (name -> its finetune entry, pretrainable ones from scratch), and the overrides that make a run take seconds.
+TINY_MODELS = {"sasrec": "sasrec", "bert4rec": "bert4rec", "unisrec": "unisrec@scratch", "mmmlp": "mmmlp", "missrec": "missrec@scratch", "mostpop": "mostpop"}
+TINY_OVERRIDES = ["train.epochs=1", "train.batch_size=64", "train.eval_batch_size=16", "model.hidden_size=16", "model.inner_size=16", "model.num_heads=2"]
+
+
+def train_tiny_runs(data: Path, out: Path, models: dict[str, str] = TINY_MODELS, *options: str, domain: str = "Tiny") -> dict[str, Path]:
+    """One epoch of each of ``models`` on ``domain`` (in the data folder ``data``) with
+    ``TINY_OVERRIDES`` and further finetune ``options``; returns name -> run folder."""
+    from finetune.cli import main as finetune_main
+
+    code = finetune_main(["--domain", domain, "--data-dir", str(data), "--model", ",".join(models.values()), "--output", str(out), "--quiet",
+                          *TINY_OVERRIDES, *options])
+    assert code == 0
+    return {name: Path(out) / f"{entry.replace('@', '-')}-seed2020" for name, entry in models.items()}
+
+
 def write_tiny_domain(root: Path, **kwargs) -> Path:
     tables = tiny_tables(**kwargs)
     return write_domain(tables, Path(root) / tables.name)

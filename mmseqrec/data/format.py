@@ -12,6 +12,8 @@ One folder per domain::
       test.parquet           one row per user
       features/<name>.npy        float32 (N+1, d); row 0 is padding and stays zero
       features/<name>.mask.npy   bool (N+1,); False where the item has no such feature
+      cold_items.npy         bool (N+1,), only in a cold-start split (``mmseqrec prepare cold``):
+                             True for the items held out of training; no train row holds one
 
 Item ids run 1..N; 0 is reserved for padding everywhere. A missing modality is a ``False`` in the
 mask (its row is zero), never a vector that a model could mistake for data.
@@ -29,7 +31,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +40,7 @@ import pyarrow.parquet as pq
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 MANIFEST = "manifest.json"
+COLD_ITEMS = "cold_items.npy"
 
 
 class DataFormatError(ValueError):
@@ -115,6 +118,8 @@ class DomainTables:
     features: dict[str, FeatureSet] = field(default_factory=dict)
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)
+    cold_items: np.ndarray | None = None  # bool (N+1,): items held out of training (a cold-start split)
+    cold_start: dict = field(default_factory=dict)  # how they were chosen, recorded in the manifest
 
     @property
     def num_items(self) -> int:
@@ -158,25 +163,31 @@ def write_domain(tables: DomainTables, out_dir: str | os.PathLike, overwrite: bo
     check_tables(tables)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists; pass overwrite=True (or --overwrite) to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    return write_folder_atomically(out_dir, lambda staging: _write_into(tables, staging))
+
+
+def write_folder_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Make the folder ``target`` with ``fill(staging)``, which writes into a temporary sibling
+    folder that is then renamed to ``target``; an existing ``target`` is replaced."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp creates 0700; a data dir may be shared
     try:
-        _write_into(tables, staging)
-        if out_dir.exists():
+        fill(staging)
+        if target.exists():
             # Move the old folder aside first so that a crash leaves either the old or the new one.
-            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent)) / "old"
-            os.replace(out_dir, trash)
-            os.replace(staging, out_dir)
+            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)) / "old"
+            os.replace(target, trash)
+            os.replace(staging, target)
             shutil.rmtree(trash.parent, ignore_errors=True)
         else:
-            os.replace(staging, out_dir)
+            os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out_dir
+    return target
 
 
 def _write_into(tables: DomainTables, folder: Path) -> None:
@@ -238,6 +249,9 @@ def _write_into(tables: DomainTables, folder: Path) -> None:
             **feature.extra,
         }
 
+    if tables.cold_items is not None:
+        np.save(folder / COLD_ITEMS, np.ascontiguousarray(tables.cold_items, dtype=bool))
+
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -252,6 +266,7 @@ def _write_into(tables: DomainTables, folder: Path) -> None:
             **{f"{split}_examples": len(tables.splits[split]) for split in SPLITS},
         },
         "features": feature_meta,
+        **({"cold_start": {**tables.cold_start, "items": int(tables.cold_items.sum()), "file": COLD_ITEMS}} if tables.cold_items is not None else {}),
         "notes": tables.notes,
         "checksums": {str(p.relative_to(folder)): sha256_of(p) for p in files},
     }
@@ -329,6 +344,24 @@ def check_tables(tables: DomainTables) -> None:
             raise DataFormatError(f"{tables.name} interactions: user {u} has an item id outside 1..{n_items}")
     for name, feature in tables.features.items():
         check_feature_values(f"{tables.name} feature '{name}'", feature.values, feature.present, n_items)
+    if tables.cold_items is not None:
+        check_cold_items(f"{tables.name} cold items", np.asarray(tables.cold_items), tables.splits["train"], n_items)
+
+
+def check_cold_items(where: str, cold: np.ndarray, train: Examples, n_items: int) -> None:
+    """A cold-start mask: bool (N+1,), padding not cold, and no training row holding a cold item,
+    as its target or in its history (``mmseqrec prepare cold``)."""
+    if cold.dtype != bool or cold.shape != (n_items + 1,):
+        raise DataFormatError(f"{where}: expected bool of shape ({n_items + 1},) (items + padding row), got {cold.dtype} {cold.shape}")
+    if cold[0]:
+        raise DataFormatError(f"{where}: entry 0 is padding and cannot be a cold item")
+    targets = np.flatnonzero(cold[train.target])
+    if targets.size:
+        raise DataFormatError(f"{where}: train row {int(targets[0])} has the cold item {int(train.target[targets[0]])} as its target ({targets.size} such rows); cold items must stay out of training")
+    inside = np.flatnonzero(cold[train.history_values])
+    if inside.size:
+        row = int(np.searchsorted(train.history_offsets, inside[0], side="right") - 1)
+        raise DataFormatError(f"{where}: train row {row} has the cold item {int(train.history_values[inside[0]])} in its history; cold items must stay out of training")
 
 
 def read_manifest(folder: Path) -> dict:

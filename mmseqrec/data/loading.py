@@ -22,6 +22,7 @@ from mmseqrec.data.format import (
     Examples,
     FeatureSet,
     _check_ids,
+    check_cold_items,
     check_feature_values,
     read_manifest,
     verify_checksums,
@@ -64,6 +65,8 @@ class Domain:
         domain_names: the member domains, in order.
         item_raw_id: raw ids (ASINs) of items 1..N, index i-1.
         sequences: every user's chronological sequence, stored flat (``Examples`` without targets).
+        cold_items: (N+1,) bool, True for the items a cold-start split holds out of training
+            (``mmseqrec prepare cold``); None for an ordinary domain.
     """
 
     name: str
@@ -79,6 +82,7 @@ class Domain:
     sequence_values: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
     sequence_offsets: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(1, np.int64))
     item_text: list[str | None] = field(repr=False, default_factory=list)
+    cold_items: np.ndarray | None = field(repr=False, default=None)
 
     def train_item_counts(self) -> np.ndarray:
         """Training popularity of every item id 0..N (0 stays 0).
@@ -111,10 +115,14 @@ class Domain:
 
     def describe(self) -> str:
         feats = ", ".join(f"{k} ({v.modality}, {v.dim}-d, {_coverage(v.present[1:])})" for k, v in self.features.items())
+        cold = ""
+        if self.cold_items is not None:
+            cold_rows = int(self.cold_items[self.splits["test"].target].sum())
+            cold = f"; cold start: {int(self.cold_items.sum()):,} items held out of training, {cold_rows:,} test rows with a cold target"
         return (
             f"{self.name}: {self.num_users:,} users, {self.num_items:,} items, "
             f"{len(self.splits['train']):,} train / {len(self.splits['valid']):,} valid / {len(self.splits['test']):,} test rows"
-            + (f"; features: {feats}" if feats else "")
+            + (f"; features: {feats}" if feats else "") + cold
         )
 
 
@@ -224,6 +232,15 @@ def load_domain(
         )
     _check_ids(str(folder / "interactions.parquet"), "items", seq_values, 1, n_items)
 
+    cold_items = None
+    if "cold_start" in manifest:
+        cold_path = folder / manifest["cold_start"].get("file", "cold_items.npy")
+        try:
+            cold_items = np.load(cold_path)
+        except (ValueError, OSError) as err:
+            raise DataFormatError(f"{cold_path}: cannot be read as .npy ({err}); the manifest's cold_start names it") from err
+        check_cold_items(str(cold_path), cold_items, splits["train"], n_items)
+
     domains = items.column("domain").to_pylist()
     # A prepared mixture lists its members in order; keep that order for the domain tags.
     declared = manifest.get("source", {}).get("domains") if isinstance(manifest.get("source"), dict) else None
@@ -248,6 +265,7 @@ def load_domain(
         sequence_values=seq_values,
         sequence_offsets=interactions.offsets.to_numpy().astype(np.int64),
         item_text=items.column("text").to_pylist(),
+        cold_items=cold_items,
     )
 
 
@@ -341,4 +359,9 @@ def merge_domains(members: Sequence[Domain], features: Sequence[str] | None = No
             [[0]] + [m.sequence_offsets[1:] + value_offsets[k] for k, m in enumerate(members)]
         ).astype(np.int64),
         item_text=[t for m in members for t in m.item_text],
+        # The members' cold items stay out of training in the mixture too.
+        cold_items=(
+            np.concatenate([[False]] + [m.cold_items[1:] if m.cold_items is not None else np.zeros(m.num_items, bool) for m in members])
+            if any(m.cold_items is not None for m in members) else None
+        ),
     )

@@ -13,9 +13,17 @@ and implements:
   and ``peft`` (parameter-efficient) stages, so freezing is declared in one place, printed and
   tested;
 - ``item_tables(first_id, end_id)``: the vectors it scores items ``first_id .. end_id-1`` with,
-  by kind (``id``, ``text``, ``image``, ...), for indexes and for ``mmseqrec.load(...).item_vectors()``;
+  by kind (``id``, ``text``, ``image``, ...), for ``mmseqrec.load(...).item_vectors()``;
+- ``score_candidates(seq_repr, ids) -> (B, C)``: the scores ``score_items`` gives, for a few
+  items per row (``ids`` (B, C)), which is how a retrieved candidate set is re-ranked exactly;
+- ``index_tables(first_id, end_id)`` / ``index_query(seq_repr)``: what a nearest-neighbour index
+  of the items holds and is searched with (``mmseqrec.retrieval``);
 - ``new_item_features()`` / ``add_items(features)``: content-only (inductive) models rank items
   added after training from their features alone; every other model refuses, saying why.
+
+A cold-start split (``mmseqrec prepare cold``) holds items out of training: ``hold_out_items``
+marks them, and every softmax over the catalogue in a loss leaves them out
+(``without_held_out``), so that they are not even negatives.
 
 A batch is a dict of tensors: ``item_seq`` (B, L) item ids, left-aligned with 0 padding on the
 right, ``item_seq_len`` (B,), ``target`` (B,), ``user_id`` (B,).
@@ -32,6 +40,7 @@ Blocks shared by several models (a post-LN transformer layer) live here; models 
 from one another.
 """
 
+import itertools
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -91,6 +100,44 @@ class Recommender(nn.Module):
     def score_all(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, N) scores of items 1..N (column j is item j+1)."""
         return self.score_items(self(batch), 1, self.config.num_items + 1)
+
+    def score_candidates(self, seq_repr: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """(B, C) scores of item ``ids[b, c]`` (ids (B, C) in 0..N) for row b: the numbers
+        ``score_items`` gives those items, computed for them alone, so that re-ranking a few
+        retrieved candidates costs B x C scores instead of B x N. Id 0 is padding: its score is
+        meaningless and callers mask it."""
+        raise NotImplementedError(f"{type(self).__name__} does not score candidate lists")
+
+    def index_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
+        """Per-item vectors (M, d) of items ``first_id .. end_id-1`` for a maximum-inner-product
+        index, by table: the items a row scores highest have a large inner product
+        ``index_query(seq) . vector`` in at least one table (the score is an increasing function
+        of one table's product, or, for MISSRec, a convex combination of its tables' products).
+        An all-zero row is an item the table does not represent (a missing modality); it stays
+        out of that table's index. An empty dict: the model needs no index (MostPop).
+        Default: ``item_tables``, searched with the sequence vector itself."""
+        return self.item_tables(first_id, end_id)
+
+    def index_query(self, seq_repr: torch.Tensor) -> torch.Tensor:
+        """The vector every ``index_tables`` table is searched with for a sequence vector."""
+        return seq_repr
+
+    def hold_out_items(self, held_out) -> None:
+        """Keep the items marked in ``held_out`` (bool (N+1,), or None for none) out of training:
+        the softmaxes of the losses leave them out (``without_held_out``). Set by the training
+        loop from a cold-start domain; not saved with the model."""
+        device = next(itertools.chain(self.parameters(), self.buffers())).device
+        mask = None if held_out is None else torch.as_tensor(np.asarray(held_out), dtype=torch.bool, device=device)
+        if mask is not None and mask.shape != (self.config.num_items + 1,):
+            raise ValueError(f"held-out items: expected a mask of {self.config.num_items + 1} entries (items + padding), got {tuple(mask.shape)}")
+        self.register_buffer("held_out", mask, persistent=False)
+
+    def without_held_out(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, N) training logits of items 1..N with the held-out items at -inf: an item that a
+        cold-start split keeps out of training must not be learnt as a negative either (for a
+        content model that would teach it to score those items' content low)."""
+        held = self._buffers.get("held_out")
+        return logits if held is None else logits.masked_fill(held[1:], float("-inf"))
 
     def trainable_parameters(self, stage: str) -> Iterator[tuple[str, nn.Parameter]]:
         """Default: every parameter trains in pretraining and full fine-tuning; no PEFT."""

@@ -224,9 +224,19 @@ class BERT4Rec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=
     def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
         return seq_repr @ self.item_embedding.weight[first_id:end_id].T + self.output_bias[first_id:end_id]
 
+    def score_candidates(self, seq_repr: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bd,bcd->bc", seq_repr, self.item_embedding(ids)) + self.output_bias[ids]
+
     def item_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
         """``id`` (M, D) and ``bias`` (M, 1): the score is s . id + bias."""
         return {"id": self.item_embedding.weight[first_id:end_id], "bias": self.output_bias[first_id:end_id, None]}
+
+    def index_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
+        """``id+bias`` (M, D + 1): [id, bias], whose product with ``index_query``'s [s, 1] is the score."""
+        return {"id+bias": torch.cat([self.item_embedding.weight[first_id:end_id], self.output_bias[first_id:end_id, None]], dim=1)}
+
+    def index_query(self, seq_repr: torch.Tensor) -> torch.Tensor:
+        return torch.cat([seq_repr, torch.ones_like(seq_repr[:, :1])], dim=1)
 
     # ---------------------------------------------------------------------------------------
     def cloze_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -244,5 +254,5 @@ class BERT4Rec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs, labels, masked = self.cloze_tokens(batch)
         states = self.head(self.encode(inputs)[masked])  # (M, D): only the masked positions
-        logits = self.score_items(states, 1, self.config.num_items + 1)
+        logits = self.without_held_out(self.score_items(states, 1, self.config.num_items + 1))
         return F.cross_entropy(logits.float(), labels[masked] - 1)

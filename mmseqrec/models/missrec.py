@@ -352,15 +352,16 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         ids_vec = F.normalize(self.item_embedding(ids), dim=-1) if self.item_embedding is not None else None
         return out, ids_vec
 
-    def _fused_scores(self, seq: torch.Tensor, ids: torch.Tensor, pairwise: bool = True) -> torch.Tensor:
+    def _fused_scores(self, seq: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Cosine-based scores of sequences ``seq`` (B, D) against items ``ids`` (M,): (B, M)."""
         vectors, id_vectors = self._item_vectors(ids)
-        cosines, present = [], []
-        for vec, mask in vectors.values():
-            cosines.append(seq @ vec.T)
-            present.append(mask[None, :].expand(seq.shape[0], -1))
-        cos = torch.stack(cosines, dim=-1)  # (B, M, modalities)
-        avail = torch.stack(present, dim=-1)
+        cos = torch.stack([seq @ vec.T for vec, _ in vectors.values()], dim=-1)  # (B, M, modalities)
+        avail = torch.stack([mask[None, :].expand(seq.shape[0], -1) for _, mask in vectors.values()], dim=-1)
+        return self._fuse(cos, avail, None if id_vectors is None else seq @ id_vectors.T)
+
+    def _fuse(self, cos: torch.Tensor, avail: torch.Tensor, id_cos: torch.Tensor | None) -> torch.Tensor:
+        """The fused score from per-modality cosines ``cos`` (..., modalities), their availability
+        ``avail`` (same shape) and, in transductive mode, the ID cosine ``id_cos`` (...)."""
         weights_logits = (self.fusion_alpha * cos) if self.config.fusion == "dynamic" else torch.zeros_like(cos)
         # Softmax over the modalities an item has; an item with none gets weight 0 everywhere
         # (its logits are set to 0 first so that the softmax has something finite to normalise).
@@ -368,8 +369,8 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         weights_logits = weights_logits.masked_fill(~avail, float("-inf")).masked_fill(~has_content, 0.0)
         weights = torch.softmax(weights_logits, dim=-1) * avail
         fused = (weights * cos).sum(-1)
-        if id_vectors is not None:
-            return (seq @ id_vectors.T + 2 * fused) / 3
+        if id_cos is not None:
+            return (id_cos + 2 * fused) / 3
         # Inductive: an item with no content has no representation. It is no candidate (as in
         # UniSRec), rather than a score of 0 that would rank it above every negative cosine.
         return fused.masked_fill(~has_content.squeeze(-1), float("-inf"))
@@ -383,6 +384,19 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         tables = {name: vec * mask[:, None] for name, (vec, mask) in vectors.items()}
         if id_vectors is not None:
             tables["id"] = id_vectors
+        return tables
+
+    def index_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
+        """``item_tables`` and ``mean``: the vector whose product with s is the score with equal
+        fusion weights (the mean of the present modalities' vectors, in transductive mode
+        averaged with the ID vector as (ID + 2 mean) / 3). The per-table searches find the items
+        whose best cosine is high; the mean table finds those high on average, which is what the
+        fused score rewards when alpha is small (exact for ``fusion: static`` or alpha = 0)."""
+        tables = self.item_tables(first_id, end_id)
+        content = [tables[name] for name in ("text", "image") if name in tables]
+        count = sum((table.any(dim=1) for table in content), torch.zeros(end_id - first_id, device=content[0].device))
+        mean = sum(content) / count.clamp(min=1)[:, None]
+        tables["mean"] = (tables["id"] + 2 * mean) / 3 if "id" in tables else mean
         return tables
 
     def new_item_features(self) -> list[str]:
@@ -425,7 +439,7 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         training catalogue is searched, so an item gets the same interest whether it was added
         alone, after others, or all at once when a run with added items is loaded again."""
         adapter = getattr(self, f"{slot}_adapter")
-        existing = torch.nonzero(getattr(self, f"{slot}_present")[: self.config.num_items + 1]).squeeze(1)
+        existing = torch.nonzero(self._clustered(slot)).squeeze(1)
         labels = torch.zeros(values.shape[0], dtype=torch.long, device=values.device)
         if not bool(present.any()) or existing.numel() == 0:
             return labels
@@ -503,6 +517,14 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         ids = torch.arange(first_id, end_id, device=seq_repr.device)
         return self._fused_scores(seq_repr, ids) / self.config.temperature
 
+    def score_candidates(self, seq_repr: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        vectors, id_vectors = self._item_vectors(ids)  # (B, C, D) per table
+        products = lambda vec: torch.einsum("bd,bcd->bc", seq_repr, vec)  # noqa: E731
+        cos = torch.stack([products(vec) for vec, _ in vectors.values()], dim=-1)
+        avail = torch.stack([mask for _, mask in vectors.values()], dim=-1)
+        fused = self._fuse(cos, avail, None if id_vectors is None else products(id_vectors))
+        return fused / self.config.temperature
+
     @staticmethod
     def interest_regulariser(memory: torch.Tensor, memory_pad: torch.Tensor, formula: str = "reference") -> torch.Tensor:
         """The squared norm of each row's pooled encoded interests, / D.
@@ -550,7 +572,7 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         targets = batch["target"]
         # Rows whose target cannot be scored (inductive, no content) teach nothing.
         usable = self.representable(targets)
-        logits = self.score_items(seq[usable], 1, self.config.num_items + 1)
+        logits = self.without_held_out(self.score_items(seq[usable], 1, self.config.num_items + 1))
         cross_entropy = F.cross_entropy(logits.float(), targets[usable] - 1) if bool(usable.any()) else seq.sum() * 0.0
         return {"cross_entropy": cross_entropy, "interest_reg": self.reg_weight * self._regulariser(memory, memory_pad)}
 
@@ -586,7 +608,8 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         if not bool(usable.any()):
             seq_item = seq.sum() * 0.0
         elif cfg.pretrain_negatives == "all_items":
-            seq_item = F.cross_entropy(self.score_items(seq[usable], 1, cfg.num_items + 1).float(), targets[usable] - 1)
+            logits = self.without_held_out(self.score_items(seq[usable], 1, cfg.num_items + 1))
+            seq_item = F.cross_entropy(logits.float(), targets[usable] - 1)
         else:
             logits = self._fused_scores(seq, targets) / cfg.temperature  # (B, B)
             if cfg.pretrain_negatives == "in_batch_logq":
@@ -604,14 +627,22 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     # ---------------------------------------------------------------------------------------
     # Interest discovery
     # ---------------------------------------------------------------------------------------
+    def _clustered(self, slot: str) -> torch.Tensor:
+        """(N+1,) bool: the training items with modality ``slot`` whose tokens the interests are
+        clustered from; items held out of training (a cold-start split) are not among them."""
+        present = getattr(self, f"{slot}_present")[: self.config.num_items + 1]
+        held = self._buffers.get("held_out")
+        return present if held is None else present & ~held
+
     @torch.no_grad()
     def item_tokens(self, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
-        """Adapted tokens of every present (item, modality), and their flat (modality, item) keys."""
+        """Adapted tokens of every clustered (item, modality) (``_clustered``), and their flat
+        (modality, item) keys."""
         tokens, keys = [], []
         for slot, offset in (("text", 0), ("image", 1)):
             if not getattr(self, f"use_{slot}"):
                 continue
-            present = torch.nonzero(getattr(self, f"{slot}_present")).squeeze(1)
+            present = torch.nonzero(self._clustered(slot)).squeeze(1)
             adapter = getattr(self, f"{slot}_adapter")
             features = getattr(self, f"{slot}_features")
             # The clustering sees the adapters as evaluation does: a ``moe`` gate adds no noise.
@@ -658,6 +689,15 @@ class MISSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         modality, item = keys // (cfg.num_items + 1), keys % (cfg.num_items + 1)
         self.text_interest[item[modality == 0]] = labels[modality == 0] + 1
         self.image_interest[item[modality == 1]] = labels[modality == 1] + 1
+        held = self._buffers.get("held_out")
+        if held is not None and bool(held.any()):
+            # Items held out of training join the interest of their nearest training item, as
+            # items added after training do (``add_items``).
+            ids = torch.nonzero(held).squeeze(1)
+            for slot in ("text", "image"):
+                if getattr(self, f"use_{slot}"):
+                    features, present = getattr(self, f"{slot}_features")[ids], getattr(self, f"{slot}_present")[ids]
+                    getattr(self, f"{slot}_interest")[ids] = self._nearest_interests(slot, features, present)
         return {"tokens": n_tokens, "interests": count}
 
     def on_epoch_start(self, epoch: int, accelerator=None) -> None:

@@ -361,8 +361,12 @@ class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["s
     def item_vectors(self, first_id: int, end_id: int) -> torch.Tensor:
         """(end_id - first_id, D) candidate vectors: the ID embedding (+ projected content)."""
         vectors = self.item_embedding.weight[first_id:end_id]
+        return self._with_content(vectors, torch.arange(first_id, end_id, device=vectors.device))
+
+    def _with_content(self, vectors: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """``vectors`` (ID embeddings of ``ids``, any shape) plus their projected content when
+        the items are scored by ID and content."""
         if self.config.item_scoring == "id+content":
-            ids = torch.arange(first_id, end_id, device=vectors.device)
             for modality in self.content:
                 vectors = vectors + self._projected(modality, ids)[0]
         return vectors
@@ -370,10 +374,13 @@ class MMMLP(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["s
     def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
         return seq_repr @ self.item_vectors(first_id, end_id).T
 
+    def score_candidates(self, seq_repr: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bd,bcd->bc", seq_repr, self._with_content(self.item_embedding(ids), ids))
+
     def item_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
         """``item``: the candidate vectors of ``item_vectors``; the score is their dot product with s."""
         return {"item": self.item_vectors(first_id, end_id)}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.score_items(self(batch), 1, self.config.num_items + 1)
+        logits = self.without_held_out(self.score_items(self(batch), 1, self.config.num_items + 1))
         return F.cross_entropy(logits.float(), batch["target"] - 1)

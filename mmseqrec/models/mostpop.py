@@ -45,9 +45,16 @@ class MostPop(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
         return self.item_counts[first_id:end_id].expand(seq_repr.shape[0], -1)
 
+    def score_candidates(self, seq_repr: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self.item_counts[ids]
+
     def item_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
         """``popularity`` (M, 1): the training counts, which are the scores."""
         return {"popularity": self.item_counts[first_id:end_id, None]}
+
+    def index_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
+        """None: the scores are a lookup, the same for everyone; ranking them needs no index."""
+        return {}
 
     def new_item_features(self) -> list[str]:
         raise NewItemsUnsupported(

@@ -85,10 +85,13 @@ class SASRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=["
     def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
         return seq_repr @ self.item_embedding.weight[first_id:end_id].T
 
+    def score_candidates(self, seq_repr: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bd,bcd->bc", seq_repr, self.item_embedding(ids))
+
     def item_tables(self, first_id: int, end_id: int) -> dict[str, torch.Tensor]:
         """``id``: the item embeddings; the score is their dot product with the sequence vector."""
         return {"id": self.item_embedding.weight[first_id:end_id]}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.score_items(self(batch), 1, self.config.num_items + 1)
+        logits = self.without_held_out(self.score_items(self(batch), 1, self.config.num_items + 1))
         return F.cross_entropy(logits.float(), batch["target"] - 1)

@@ -362,6 +362,11 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
     def score_items(self, seq_repr: torch.Tensor, first_id: int, end_id: int) -> torch.Tensor:
         return self.score_ids(seq_repr, torch.arange(first_id, end_id, device=seq_repr.device))
 
+    def score_candidates(self, seq_repr: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        vectors = F.normalize(self.item_vectors(ids), dim=-1)  # (B, C, D)
+        logits = torch.einsum("bd,bcd->bc", seq_repr, vectors) / self.config.temperature
+        return logits.masked_fill(~self.representable(ids), float("-inf"))
+
     # ---------------------------------------------------------------------------------------
     # Losses
     # ---------------------------------------------------------------------------------------
@@ -375,7 +380,7 @@ class UniSRec(Recommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         seq = self.encode(item_seq[usable], batch["item_seq_len"][usable], seq_text[usable])
         if seq.shape[0] == 0:  # no row has a target the model can represent
             return candidate_text.sum() * 0.0
-        logits = self.score_ids(seq, candidates, candidate_text)
+        logits = self.without_held_out(self.score_ids(seq, candidates, candidate_text))
         return F.cross_entropy(logits.float(), targets[usable] - 1)
 
     def augment(self, item_seq: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None):

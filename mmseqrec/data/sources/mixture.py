@@ -134,6 +134,8 @@ def build_mixture(domains: Sequence[str], name: str, data_dir: str | os.PathLike
         features=features,
         synthetic=any(bool(m.manifest.get("synthetic")) for m in members),
         notes=notes + [f"mixture of {', '.join(merged.domain_names)}"],
+        cold_items=merged.cold_items,
+        cold_start={"rule": "the cold items of the members", "members": [m.name for m in members if m.cold_items is not None]},
     )
 
 
