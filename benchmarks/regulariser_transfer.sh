@@ -9,7 +9,8 @@
 #   EPOCHS=1 SEEDS=1 SOURCE=Office bash benchmarks/regulariser_transfer.sh   # a quicker look
 #
 # Environment: DATA_DIR (prepared domains, with text_minilm features; default data/processed),
-# SOURCE (Toys), TARGET (Scientific), EPOCHS (pretraining epochs, 2), SEEDS (3), OUTPUT.
+# SOURCE (Toys), TARGET (Scientific), EPOCHS (pretraining epochs, 2), SEEDS (3), OUTPUT (the
+# fine-tuning runs), CHECKPOINTS (the pretrained models).
 # Running it again resumes what is unfinished.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,13 +21,14 @@ TARGET=${TARGET:-Scientific}
 EPOCHS=${EPOCHS:-2}
 SEEDS=${SEEDS:-3}
 OUTPUT=${OUTPUT:-docs/results/regulariser-transfer}
+CHECKPOINTS=${CHECKPOINTS:-checkpoints/pretrain/regulariser-transfer}
 
 for form in reference masked_mean none; do
   case $form in
     none) reg=(model.reg_weight=0.0) ;;
     *) reg=(model.reg_formula=$form) ;;
   esac
-  pretrained="$OUTPUT/$form/pretrain"
+  pretrained="$CHECKPOINTS/$form"
   resume=(); [ -d "$pretrained/state" ] && resume=(--resume)
   $PYTHON pretrain/run.py --config pretrain/configs/amazon-text.yaml --data-dir "$DATA_DIR" --output "$pretrained" \
     --quiet "${resume[@]}" "data.domains=[$SOURCE]" train.epochs="$EPOCHS" train.checkpoint_every=200 "${reg[@]}"
