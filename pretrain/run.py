@@ -7,7 +7,8 @@
 The same command runs on one CPU, one GPU or several processes (``--num_processes``). The config
 has four parts: ``name`` (the run folder is ``checkpoints/pretrain/<name>``), ``data`` (the
 source domains, merged into one item vocabulary), ``model`` (``name`` and the model's config)
-and ``train`` (``TrainConfig``; pretraining never validates). The model is saved every
+and ``train`` (``TrainConfig``; pretraining never validates, and draws uniform batches unless the
+config sets ``train.group_by_length: true``). The model is saved every
 ``train.save_every`` epochs (``epoch-<n>/``) and at the end (``final/``), which is where
 ``finetune`` looks for it by default.
 
@@ -110,7 +111,7 @@ def read_config(args: argparse.Namespace) -> tuple[dict, str, PretrainData, Trai
     data = build_dataclass(PretrainData, config.get("data") or {}, "data")
     if not data.domains:
         raise ConfigError(f"{args.config}: data.domains lists no domain to pretrain on")
-    train = build_dataclass(TrainConfig, {"stage": "pretrain", "validate": False, **(config.get("train") or {})}, "train")
+    train = build_dataclass(TrainConfig, {"stage": "pretrain", "validate": False, "group_by_length": False, **(config.get("train") or {})}, "train")
     if train.stage != "pretrain" or train.validate:
         raise ConfigError("pretraining runs with train.stage=pretrain and train.validate=false")
     model_section = dict(config.get("model") or {})
