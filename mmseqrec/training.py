@@ -260,11 +260,16 @@ def make_loader(
     examples = domain.splits[split]
     if by_domain and group_by_length:
         raise ValueError("train.batch_by_domain and train.group_by_length cannot both be on")
+    # A DataLoader without a generator draws its workers' base seed from torch's global RNG at
+    # every iter(); a resumed epoch starts its iterator at another point of that stream than the
+    # uninterrupted run did, and the dropout masks after it would differ. Every training loader
+    # therefore has its own generator.
     if group_by_length and shuffle:
         return DataLoader(
             ExampleIndex(len(examples)),
             batch_sampler=LengthGroupedBatchSampler(np.minimum(examples.lengths(), max_len), batch_size, seed, length_pool_batches),
             collate_fn=SequenceCollator(examples, max_len),
+            generator=torch.Generator().manual_seed(seed),
             num_workers=num_workers,
         )
     if not shuffle:
@@ -275,6 +280,7 @@ def make_loader(
             ExampleIndex(len(examples)),
             batch_sampler=DomainBatchSampler(row_domain, batch_size, seed),
             collate_fn=SequenceCollator(examples, max_len),
+            generator=torch.Generator().manual_seed(seed),
             num_workers=num_workers,
         )
     return DataLoader(

@@ -1,7 +1,7 @@
 """``mmseqrec bench``: speed and memory of training, evaluation, interest discovery, feature
 extraction and data loading, on synthetic domains at the sizes of the real ones.
 
-    mmseqrec bench --quick                       # Scientific scale, under 5 minutes on 2 CPU cores
+    mmseqrec bench --quick                       # Scientific scale, few steps
     mmseqrec bench --scales scientific,office    # more steps, larger clusterings and extractions
     mmseqrec bench --scales fhckm --parts load,train
 
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from mmseqrec.data.loading import default_data_dir
 
     data_dir = Path(args.data_dir or default_data_dir())
-    plan = [m for m in make_plan(args.quick, scales) if m.part in parts]
+    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    plan = [m for m in make_plan(args.quick, scales) if m.part in parts and (models is None or m.params.get("model", models[0]) in models)]
     started, t0 = time.strftime("%Y-%m-%d %H:%M"), time.perf_counter()
     say = print if not args.quiet else (lambda message: None)
     needed = sorted({m.scale for m in plan if m.scale})
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = run_measurement(item.part, params, args.threads, timeout=args.timeout)
         except MeasurementError as err:
-            result = {"part": item.part, "params": item.params, "error": str(err).splitlines()[-1][:300]}
+            result = {"part": item.part, "params": item.params, "error": str(err)[:300]}
         results.append({**result, "scale": item.scale})
         say(f"[{number}/{len(plan)}] {item.part} {json.dumps(item.params)}: "
             + (result["error"] if "error" in result else f"done ({result['wall_seconds']:.0f} s, load {result['load_before']:.2f})"))
@@ -90,9 +91,10 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``mmseqrec bench``."""
     parser = commands.add_parser("bench", help="measure speed and memory on synthetic data at real sizes",
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="Scientific scale, few steps: under 5 minutes on a 2-core CPU")
+    parser.add_argument("--quick", action="store_true", help="Scientific scale, few steps, small clusterings and extractions (about 5 min of CPU time on the 2-core development machine)")
     parser.add_argument("--scales", default=None, help=f"comma-separated, from {', '.join(SCALES)} (default: all; --quick: scientific)")
     parser.add_argument("--parts", default=None, help=f"comma-separated, from {', '.join(PARTS)} (default: all)")
+    parser.add_argument("--models", default=None, help="comma-separated: only the training and evaluation measurements of these models")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of every measurement (default 1)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds after which one measurement is given up")
     add_data_dir(parser, "write")

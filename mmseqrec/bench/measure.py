@@ -21,7 +21,7 @@ RESULT_PREFIX = "RESULT "
 
 
 class MeasurementError(RuntimeError):
-    """A measurement's process failed; the message holds the end of its output."""
+    """A measurement's process failed or timed out; the message says how (and its last output line)."""
 
 
 def run_measurement(part: str, params: dict, threads: int, timeout: float | None = None) -> dict:
@@ -41,13 +41,13 @@ def run_measurement(part: str, params: dict, threads: int, timeout: float | None
     except subprocess.TimeoutExpired:
         child.kill()
         output, _ = child.communicate()
-        raise MeasurementError(f"{part} {params}: no result within {timeout:.0f} s")
+        raise MeasurementError(f"no result within {timeout:.0f} s")
     wall = time.perf_counter() - start
     lines = output.strip().splitlines()
     results = [line for line in lines if line.startswith(RESULT_PREFIX)]
     if child.returncode != 0 or not results:
-        tail = "\n".join(lines[-20:])
-        raise MeasurementError(f"{part} {params} failed (exit {child.returncode}):\n{tail}")
+        why = "killed by SIGKILL (most likely the kernel's out-of-memory killer)" if child.returncode == -9 else f"exit {child.returncode}"
+        raise MeasurementError(f"{why}: {lines[-1] if lines else 'no output'}")
     result = json.loads(results[-1][len(RESULT_PREFIX):])
     return {**result, "wall_seconds": wall, "load_before": load_before, "load_after": os.getloadavg()[0]}
 

@@ -31,7 +31,7 @@ def render(run: dict) -> str:
         lines += ["Training throughput (random weights, default configuration of each stage):", ""]
         lines += _table(
             ["model", "stage", "domain (users / items / train rows)", "batch", "length-grouped", "timed steps", "rows/s", "peak RSS MB", "load"],
-            [[r["model"], r["stage"], f"{r['domain']} ({r.get('users', '-')} / {r['items']:,} / {r['train_rows']:,})", r["batch_size"],
+            [[r["model"], r["stage"], f"{r['domain']} ({_f(r.get('users'), 0)} / {r['items']:,} / {r['train_rows']:,})", r["batch_size"],
               "yes" if r["group_by_length"] else "no", r["timed_steps"], r["rows_per_second"], r["peak_rss_mb"], f"{r['load_before']:.2f}"]
              for r in train],
         ) + [""]

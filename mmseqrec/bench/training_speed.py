@@ -88,7 +88,7 @@ def measure(model: str, domains: list[str], data_dir: str, stage: str = "finetun
         if done >= warmup + steps:
             break
     return {
-        "model": model, "stage": stage, "domain": domain.name, "train_rows": len(domain.splits["train"]),
+        "model": model, "stage": stage, "domain": domain.name, "users": domain.num_users, "train_rows": len(domain.splits["train"]),
         "items": domain.num_items, "batch_size": train.batch_size, "group_by_length": bool(train.group_by_length),
         "timed_steps": done - min(done, warmup), "rows": rows, "seconds": seconds,
         "rows_per_second": rows / seconds if seconds else float("nan"), "interest_seconds": interest_seconds,
