@@ -100,9 +100,10 @@ class TrainConfig:
             are shuffled, cut into pools of ``length_pool_batches`` batches, each pool sorted by
             length and cut into batches, and the batch order shuffled). Every batch is padded
             only to its own longest history, so an epoch costs a fraction of the padded work:
-            5-7x less time for SASRec on the CPU (BENCHMARKS.md). On by default for training
-            from a domain's rows (fine-tuning); accuracy matched uniform batches over 3 seeds on
-            the real Scientific subset (docs/scientific-subset.md). ``false`` draws batches
+            5.1-6.4x less time for SASRec on the CPU (BENCHMARKS.md). On by default for
+            training from a domain's rows (fine-tuning); SASRec's test metrics stayed within the
+            seed spread of uniform batches over 3 seeds on the real Scientific subset
+            (docs/scientific-subset.md). ``false`` draws batches
             uniformly, as the papers do. Pretraining (``pretrain/run.py``) defaults to
             ``false``: its in-batch negatives would otherwise all share a length. Ignored when
             ``batch_by_domain`` is on.
