@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_dir(parser)  # the same as data.data_dir=DIR
     parser.add_argument("--output", default=None, help="run folder (default: checkpoints/pretrain/<name>)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+    parser.add_argument("--cpu", action="store_true",
+                        help="train on the CPU even if a GPU is present (under accelerate launch --multi_gpu: gloo CPU processes)")
     add_resume_option(parser, "pretraining run")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=2 model.hidden_size=64")
     return parser
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     config, name, data, train, model_name, model_section = read_config(args)
     model_cls, config_cls = model_classes(model_name)
 
-    accelerator = make_accelerator(train.mixed_precision, log_with=train.log_with)
+    accelerator = make_accelerator(train.mixed_precision, cpu=args.cpu, log_with=train.log_with)
     if data.prepare_synthetic:
         ensure_synthetic(data, accelerator)
     for domain_name in data.domains:
