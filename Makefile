@@ -23,8 +23,11 @@ demo: $(STAMP)
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no pretrain/run.py --quiet
 	$(BIN)/finetune --domain $(DEMO_TARGETS) --model missrec,missrec@scratch,sasrec,mostpop --quiet --output checkpoints/demo
 
+# Speed and memory on synthetic data at the real datasets' sizes; BENCH="--scales scientific,office" (or
+# "--scales fhckm --parts load,train", ...) for the full measurements. Results in checkpoints/bench/.
+BENCH ?= --quick
 bench: $(STAMP)
-	$(BIN)/python benchmarks/interest_discovery.py
+	$(BIN)/mmseqrec bench $(BENCH)
 
 # The README's quick start and synthetic examples, run as shown in a fresh clone of HEAD.
 check-readme:

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds to run per model (default: 1)")
     parser.add_argument("--output", default=None, help="folder for runs and the summary (default: checkpoints/finetune-<Domain>-<time>)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+    parser.add_argument("--cpu", action="store_true",
+                        help="train on the CPU even if a GPU is present (under accelerate launch --multi_gpu: gloo CPU processes)")
     add_resume_option(parser, "fine-tuning (an output folder)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=20 model.hidden_size=64")
     return parser
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     plans = [plan_runs(args, domain, overrides) for domain in domains]  # fail fast: config, checkpoints
     first = next(iter(plans[0].values())).train  # one accelerator (and its trackers) for all the runs
-    accelerator = make_accelerator(first.mixed_precision, log_with=first.log_with)
+    accelerator = make_accelerator(first.mixed_precision, cpu=args.cpu, log_with=first.log_with)
     prefix = f"finetune-{domains[0].name}" if len(domains) == 1 else f"finetune-{len(domains)}domains"
     root = output_folder(args, prefix)
     if len(domains) == 1:

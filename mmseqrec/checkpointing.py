@@ -68,7 +68,8 @@ class TrainingProgress:
         best_epoch: epoch with the best valid score so far (-1 before any validation).
         best_score: that score (valid NDCG@10).
         stale: epochs since the best one (early stopping).
-        history: one entry per finished epoch (loss, valid metrics, seconds).
+        history: one entry per finished epoch (loss, valid metrics; seconds: the whole epoch,
+            train_seconds: its training steps, valid_seconds: its validation pass).
     """
 
     epoch: int = 0

@@ -1,7 +1,7 @@
 """The ``mmseqrec`` command: prepare and export data, extract item features, inspect and validate
 prepared domains, evaluate runs, compare models, recommend (in batch, or as an HTTP service), add
 items to a trained run, publish models to the Hugging Face Hub, import the MISSRec authors'
-checkpoint."""
+checkpoint, benchmark speed and memory."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 import shlex
 import sys
 
-from mmseqrec import compare, hub, official_missrec, recommend, serve
+from mmseqrec import bench, compare, hub, official_missrec, recommend, serve
 from mmseqrec.config import ConfigError
 from mmseqrec.data.format import DataFormatError
 from mmseqrec.data.loading import DomainNotFoundError, load_domain
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(commands)
     hub.register(commands)
     official_missrec.register(commands)
+    bench.register(commands)
     return parser
 
 

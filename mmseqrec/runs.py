@@ -124,8 +124,12 @@ def resolve_config(
     overrides: dict | None = None,
     config_root: Path = FINETUNE_CONFIGS,
     checkpoint: Path | None = None,
+    domain_layers: bool = True,
 ) -> RunSpec:
     """The run configuration of ``model_name`` on ``domain`` (layers in the module docstring).
+
+    ``domain_layers=False`` leaves out the per-domain files (layer 3): ``mmseqrec bench`` runs
+    synthetic domains at real sizes with the configuration real domains get.
 
     With a ``checkpoint``, the architecture fields come from the checkpoint's config: a config
     layer may repeat them but not change them. The names of the feature sets it read
@@ -137,9 +141,10 @@ def resolve_config(
     if model_file.exists():
         layers.append((str(model_file), load_yaml(model_file)))
     domain_files = []
-    if domain.manifest.get("synthetic"):
+    if domain.manifest.get("synthetic") and domain_layers:
         domain_files.append(config_root / "domains" / "synthetic.yaml")
-    domain_files.append(config_root / "domains" / f"{domain.name}.yaml")
+    if domain_layers:
+        domain_files.append(config_root / "domains" / f"{domain.name}.yaml")
     for path in domain_files:
         if path.exists():
             per_model = load_yaml(path).get(model_name.lower(), {})

@@ -7,7 +7,8 @@
 The same command runs on one CPU, one GPU or several processes (``--num_processes``). The config
 has four parts: ``name`` (the run folder is ``checkpoints/pretrain/<name>``), ``data`` (the
 source domains, merged into one item vocabulary), ``model`` (``name`` and the model's config)
-and ``train`` (``TrainConfig``; pretraining never validates). The model is saved every
+and ``train`` (``TrainConfig``; pretraining never validates, and draws uniform batches unless the
+config sets ``train.group_by_length: true``). The model is saved every
 ``train.save_every`` epochs (``epoch-<n>/``) and at the end (``final/``), which is where
 ``finetune`` looks for it by default.
 
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_dir(parser)  # the same as data.data_dir=DIR
     parser.add_argument("--output", default=None, help="run folder (default: checkpoints/pretrain/<name>)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+    parser.add_argument("--cpu", action="store_true",
+                        help="train on the CPU even if a GPU is present (under accelerate launch --multi_gpu: gloo CPU processes)")
     add_resume_option(parser, "pretraining run")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=2 model.hidden_size=64")
     return parser
@@ -110,7 +113,7 @@ def read_config(args: argparse.Namespace) -> tuple[dict, str, PretrainData, Trai
     data = build_dataclass(PretrainData, config.get("data") or {}, "data")
     if not data.domains:
         raise ConfigError(f"{args.config}: data.domains lists no domain to pretrain on")
-    train = build_dataclass(TrainConfig, {"stage": "pretrain", "validate": False, **(config.get("train") or {})}, "train")
+    train = build_dataclass(TrainConfig, {"stage": "pretrain", "validate": False, "group_by_length": False, **(config.get("train") or {})}, "train")
     if train.stage != "pretrain" or train.validate:
         raise ConfigError("pretraining runs with train.stage=pretrain and train.validate=false")
     model_section = dict(config.get("model") or {})
@@ -122,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     config, name, data, train, model_name, model_section = read_config(args)
     model_cls, config_cls = model_classes(model_name)
 
-    accelerator = make_accelerator(train.mixed_precision, log_with=train.log_with)
+    accelerator = make_accelerator(train.mixed_precision, cpu=args.cpu, log_with=train.log_with)
     if data.prepare_synthetic:
         ensure_synthetic(data, accelerator)
     for domain_name in data.domains:

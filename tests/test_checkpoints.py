@@ -79,7 +79,7 @@ def _same_weights(a: Path, b: Path) -> None:
 def _without_timings(results: dict) -> dict:
     """metrics.json minus wall-clock fields."""
     clean = {k: v for k, v in results.items() if k != "wall_clock_seconds"}
-    clean["history"] = [{k: v for k, v in entry.items() if k != "seconds"} for entry in results["history"]]
+    clean["history"] = [{k: v for k, v in entry.items() if not k.endswith("seconds")} for entry in results["history"]]
     return clean
 
 

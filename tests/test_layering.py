@@ -18,7 +18,7 @@ LAYERS = (
     ("training and inference", ("mmseqrec.checkpointing", "mmseqrec.training", "mmseqrec.runs", "mmseqrec.inference", "mmseqrec.added_items",
                                 "mmseqrec.retrieval")),
     ("entry points", ("mmseqrec.cli", "mmseqrec.compare", "mmseqrec.hub", "mmseqrec.official_missrec", "mmseqrec.recommend",
-                      "mmseqrec.serve", "mmseqrec.serve_check", "finetune", "pretrain")),
+                      "mmseqrec.serve", "mmseqrec.serve_check", "mmseqrec.bench", "finetune", "pretrain")),
 )
 
 

@@ -61,3 +61,17 @@ def test_training_loader_groups_when_asked(tmp_path):
     plain = [int(b["item_seq_len"].max() - b["item_seq_len"].min()) for b in make_loader(domain, "train", 8, 20, True, 0)]
     assert sum(spans) < sum(plain)
     assert sum(len(b["target"]) for b in loader) == len(domain.splits["train"])
+
+
+def test_training_loaders_leave_the_global_random_stream_alone(tmp_path):
+    """Starting an epoch must not draw from torch's global RNG (the dropout masks' stream), or a
+    run resumed mid-epoch would go on with other masks than the uninterrupted run."""
+    write_tiny_domain(tmp_path)
+    domain = load_domain("Tiny", data_dir=tmp_path)
+    for kwargs in ({}, {"group_by_length": True}):
+        loader = make_loader(domain, "train", 8, 20, True, 0, **kwargs)
+        torch.manual_seed(0)
+        next(iter(loader))
+        drawn = torch.rand(3)
+        torch.manual_seed(0)
+        assert torch.equal(drawn, torch.rand(3)), kwargs

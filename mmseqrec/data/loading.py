@@ -290,6 +290,34 @@ def load_mixture(
     return merge_domains(members, features=features, name=name)
 
 
+def _shifted_concat(arrays: Sequence[np.ndarray], shifts: np.ndarray) -> np.ndarray:
+    """``concatenate([a + shifts[k] for k, a in enumerate(arrays)])`` written straight into one
+    preallocated array, without a shifted temporary per member (at FHCKM size the histories
+    alone are hundreds of MB)."""
+    out = np.empty(sum(a.size for a in arrays), dtype=np.result_type(*arrays, np.int64) if arrays else np.int64)
+    start = 0
+    for k, a in enumerate(arrays):
+        np.add(a, shifts[k], out=out[start : start + a.size])
+        start += a.size
+    return out
+
+
+def _release_pages(values: np.ndarray) -> None:
+    """Let the kernel drop the resident pages of a memory-mapped feature table once it has been
+    copied into a mixture's table, so the two are not both held while the next member is copied.
+    The mapping stays valid: a later read faults the pages in again from the file. Arrays that
+    are not memory-mapped are left alone."""
+    import mmap
+
+    base = values
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    handle = getattr(base, "_mmap", None)
+    # Only read-only mappings: dropping the pages of a copy-on-write one would lose its changes.
+    if handle is not None and base.mode == "r" and hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        handle.madvise(mmap.MADV_DONTNEED)
+
+
 def merge_domains(members: Sequence[Domain], features: Sequence[str] | None = None, name: str | None = None) -> Domain:
     """The mixture of already loaded domains (see ``load_mixture``)."""
     if not members:
@@ -314,22 +342,26 @@ def merge_domains(members: Sequence[Domain], features: Sequence[str] | None = No
     splits = {}
     for split in SPLITS:
         parts = [m.splits[split] for m in members]
-        values = np.concatenate([p.history_values + item_offsets[k] for k, p in enumerate(parts)])
         lengths = np.concatenate([p.lengths() for p in parts])
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         splits[split] = Examples(
-            user_id=np.concatenate([p.user_id + user_offsets[k] for k, p in enumerate(parts)]),
-            history_values=values,
+            user_id=_shifted_concat([p.user_id for p in parts], user_offsets),
+            history_values=_shifted_concat([p.history_values for p in parts], item_offsets),
             history_offsets=offsets,
-            target=np.concatenate([p.target + item_offsets[k] for k, p in enumerate(parts)]),
+            target=_shifted_concat([p.target for p in parts], item_offsets),
         )
     merged_features = {}
     for fname in feature_names:
         first = members[0].features[fname]
-        values = np.concatenate([members[0].features[fname].values[:1]] + [m.features[fname].values[1:] for m in members])
+        values = np.empty((int(item_offsets[-1]) + 1, first.dim), dtype=first.values.dtype)
+        values[0] = first.values[0]
+        for k, m in enumerate(members):
+            source = m.features[fname].values
+            values[int(item_offsets[k]) + 1 : int(item_offsets[k + 1]) + 1] = source[1:]
+            _release_pages(source)
         present = np.concatenate([[False]] + [m.features[fname].present[1:] for m in members])
-        merged_features[fname] = FeatureSet(np.ascontiguousarray(values), present, first.modality, first.encoder)
+        merged_features[fname] = FeatureSet(values, present, first.modality, first.encoder)
 
     # A plain member is one domain; a member that is a mixture brings its own tags along.
     domain_names: list[str] = []
@@ -354,7 +386,7 @@ def merge_domains(members: Sequence[Domain], features: Sequence[str] | None = No
         item_domain=item_domain,
         domain_names=domain_names,
         item_raw_id=[r for m in members for r in m.item_raw_id],
-        sequence_values=np.concatenate([m.sequence_values + item_offsets[k] for k, m in enumerate(members)]),
+        sequence_values=_shifted_concat([m.sequence_values for m in members], item_offsets),
         sequence_offsets=np.concatenate(
             [[0]] + [m.sequence_offsets[1:] + value_offsets[k] for k, m in enumerate(members)]
         ).astype(np.int64),
