@@ -208,3 +208,16 @@ def test_recommending_from_histories_is_refused_with_the_reason(tmp_path, capsys
                           "--quiet", *TOPN_TINY_OVERRIDES[:3]]) == 0
     with pytest.raises(ValueError, match="MFBPR, a general top-N model: it scores the users it was trained on by their id"):
         mmseqrec.load(tmp_path / "r" / "mfbpr-seed2020", data_dir=tmp_path / "data")
+
+
+def test_diffmm_can_subsample_its_contrast_anchors(domain):
+    from mmseqrec.models.diffmm import _at_most
+
+    nodes = torch.arange(10, 20)
+    assert _at_most(nodes, 0) is nodes and _at_most(nodes, 10) is nodes
+    drawn = _at_most(nodes, 3)
+    assert drawn.shape == (3,) and len(set(drawn.tolist())) == 3 and set(drawn.tolist()) <= set(nodes.tolist())
+    torch.manual_seed(0)
+    model = build("diffmm", domain, contrast_nodes=2).train()
+    terms = model.loss_terms(pair_batch(domain))
+    assert all(torch.isfinite(value) for value in terms.values()) and terms["contrast"] > 0

@@ -2,7 +2,8 @@
 negative samples.
 
 1. **Online vectors.** LightGCN over the user-item graph (1 layer, mean of layers) from the ID
-   vectors gives users and items; every feature set m is projected to the same width (W_m f_i).
+   vectors gives users and items, and an item adds its own ID vector once more (a skip
+   connection past the propagation); every feature set m is projected to the same width (W_m f_i).
 2. **Target views.** The online vectors, detached and perturbed by dropout (p = ``dropout``),
    are the targets; a shared linear predictor maps the online vectors towards them.
 3. **Losses** on the batch's (user, positive item) pairs, with C(a, b) = 1 - cos(a, b):
@@ -10,13 +11,15 @@ negative samples.
    - inter-modality alignment, per modality: C(p(W_m f_i), i_target);
    - intra-modality alignment, per modality: C(p(W_m f_i), dropout(p(W_m f_i)) detached),
      the masked-feature view of the paper;
-   weighted: reconstruction + ``cl_weight`` x (alignment terms) + ``reg_weight`` x L2 of the
-   batch's online vectors. No negative item is read (MMRec: ``use_neg_sampling: False``).
+   weighted: reconstruction (both directions summed) + ``cl_weight`` x (alignment terms) +
+   ``reg_weight`` x the norm penalty of the batch's online vectors (the Frobenius norms of the
+   user and the item rows, not squared, divided by the batch size: a squared L2 at this weight
+   shrinks the vectors until the cosine losses, which grow as 1 / norm, collapse the training).
+   No negative item is read (MMRec: ``use_neg_sampling: False``).
 4. **Score** = p(u) . p(i), the predicted vectors.
 
 Deviations, in my reading: items lacking a modality are left out of that modality's terms; the
-reconstruction term averages its two directions; the L2 penalty is half the squared norm
-averaged over the batch.
+norm penalty covers the batch's rows, not the whole tables.
 """
 
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from mmseqrec.models.graph import MultimodalConfig, TopNRecommender, l2_penalty, light_gcn, masked_mean
+from mmseqrec.models.graph import MultimodalConfig, TopNRecommender, light_gcn, masked_mean
 
 
 @dataclass
@@ -38,7 +41,7 @@ class BM3Config(MultimodalConfig):
         ui_layers: LightGCN layers over the user-item graph (MMRec searches 1 and 2).
         dropout: dropout of the target views (MMRec searches 0.3 and 0.5).
         cl_weight: weight of the alignment terms (2.0).
-        reg_weight: weight of the L2 penalty on the batch's online vectors (MMRec searches 0.1, 0.01).
+        reg_weight: weight of the norm penalty on the batch's online vectors (MMRec searches 0.1, 0.01).
     """
 
     ui_layers: int = 1
@@ -68,7 +71,7 @@ class BM3(TopNRecommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         self._require_graph()
         start = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
         final = light_gcn(self.ui_graph, start, self.config.ui_layers)
-        return final[: self.config.num_users], final[self.config.num_users :]
+        return final[: self.config.num_users], final[self.config.num_users :] + self.item_embedding.weight
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         users, items = self.online()
@@ -80,7 +83,7 @@ class BM3(TopNRecommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
         u, i = users[batch["user_id"]], items[batch["pos_item"] - 1]
         with torch.no_grad():
             u_target, i_target = F.dropout(u, cfg.dropout), F.dropout(i, cfg.dropout)
-        terms = {"reconstruction": 0.5 * (_distance(self.predictor(u), i_target) + _distance(self.predictor(i), u_target)).mean()}
+        terms = {"reconstruction": (_distance(self.predictor(u), i_target) + _distance(self.predictor(i), u_target)).mean()}
         alignment = []
         for projection, (values, present) in zip(self.projections, self.features()):
             rows = batch["pos_item"] - 1
@@ -89,5 +92,5 @@ class BM3(TopNRecommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=[
             has = present[rows]
             alignment.append(masked_mean(_distance(online, i_target), has) + masked_mean(_distance(online, target), has))
         terms["alignment"] = cfg.cl_weight * sum(alignment)
-        terms["l2"] = cfg.reg_weight * l2_penalty(u, i)
+        terms["norm"] = cfg.reg_weight * (u.norm() + i.norm()) / u.shape[0]
         return terms

@@ -36,7 +36,8 @@ about one pass over the users per epoch at TikTok's batch of 1024, with the same
 their parameters receive no other gradient, so with Adam this is the same kind of update); the
 SNR weights are rescaled to mean 1 over the steps (the ELBO's weights span five orders of
 magnitude at these noise levels); the L2 penalty covers the batch's ID vectors, not every
-parameter; the generated graphs are saved with the weights, so an evaluated, saved and resumed
+parameter; ``contrast_nodes`` can subsample the InfoNCE anchors (the measured CPU tables do);
+the generated graphs are saved with the weights, so an evaluated, saved and resumed
 model ranks with the graph it had.
 """
 
@@ -78,6 +79,9 @@ class DiffMMConfig(MultimodalConfig):
         rebuild_k: generated edges per user and modality (1).
         consistency_weight: weight of the graph-consistency error (DiffMM's e_loss; 0.1).
         diffusion_users: users of each batch whose rows train the denoisers (256).
+        contrast_nodes: at most this many of the batch's users, and of its positive items, are
+            the anchors of the InfoNCE (0: all of them, as the reference). Each anchor is
+            contrasted with every node, so this bounds the cost of the term on a CPU.
     """
 
     gnn_layers: int = 1
@@ -97,6 +101,7 @@ class DiffMMConfig(MultimodalConfig):
     rebuild_k: int = 1
     consistency_weight: float = 0.1
     diffusion_users: int = 256
+    contrast_nodes: int = 0
 
 
 class Denoiser(nn.Module):
@@ -123,6 +128,13 @@ class Denoiser(nn.Module):
     def forward(self, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         step = self.step_projection(self.step_features(steps))
         return self.decode(torch.tanh(self.encode(torch.cat([x, step], dim=1))))
+
+
+def _at_most(nodes: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` of ``nodes`` drawn at random (all of them when ``count`` is 0 or not smaller)."""
+    if count <= 0 or nodes.shape[0] <= count:
+        return nodes
+    return nodes[torch.randperm(nodes.shape[0], device=nodes.device)[:count]]
 
 
 def info_nce(view: torch.Tensor, other: torch.Tensor, nodes: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -262,18 +274,17 @@ class DiffMM(TopNRecommender, PyTorchModelHubMixin, library_name="mmseqrec", tag
         u, pos = batch["user_id"], batch["pos_item"] - 1
         users, items = final[: cfg.num_users], final[cfg.num_users :]
         terms = self.bpr_terms(users, items, batch, cfg.reg_weight)
-        nodes = torch.cat([torch.unique(u), torch.unique(pos) + cfg.num_users])
+        users_in, items_in = _at_most(torch.unique(u), cfg.contrast_nodes), _at_most(torch.unique(pos), cfg.contrast_nodes)
         if cfg.contrast_with == "main":
             pairs = [(view, final) for view in views]
         else:
             pairs = [(views[a], views[b]) for a in range(len(views)) for b in range(a + 1, len(views))]
         if pairs:
             terms["contrast"] = cfg.ssl_reg * sum(
-                info_nce(a[: cfg.num_users], b[: cfg.num_users], nodes[nodes < cfg.num_users], cfg.temperature)
-                + info_nce(a[cfg.num_users :], b[cfg.num_users :], nodes[nodes >= cfg.num_users] - cfg.num_users, cfg.temperature)
+                info_nce(a[: cfg.num_users], b[: cfg.num_users], users_in, cfg.temperature)
+                + info_nce(a[cfg.num_users :], b[cfg.num_users :], items_in, cfg.temperature)
                 for a, b in pairs
             )
-        chosen = torch.unique(u)
-        chosen = chosen[torch.randperm(chosen.shape[0], device=chosen.device)[: cfg.diffusion_users]]
+        chosen = _at_most(torch.unique(u), cfg.diffusion_users)
         terms["diffusion"] = sum(self.diffusion_loss(k, chosen, features) for k, features in enumerate(projected))
         return terms
