@@ -55,8 +55,9 @@ SEQUENTIAL = Protocol("sequential", DEFAULT_KS, METRIC_NAMES, "ndcg@10", 10)
 TOPN = Protocol("topn", (10, 20, 50), ("recall", "ndcg", "precision"), "recall@20", 20)
 PROTOCOLS = {protocol.track: protocol for protocol in (SEQUENTIAL, TOPN)}
 
-#: Held-out ranking: up to this many target columns are counted by comparison, more by sorting.
-SORT_COLUMNS = 24
+#: Held-out ranking: up to this many held-out items per row on average are counted by
+#: comparison, more by sorting each row once.
+SORT_COLUMNS = 12
 
 ScoreBlockFn = Callable[[int, int], torch.Tensor]  # (first_id, end_id) -> (B, end_id - first_id) scores
 
@@ -151,18 +152,22 @@ def _rank_held_out(
         block = cached if cached is not None else scores_of(start, end)
         inside = real & (targets >= start) & (targets < end)
         target_scores[inside] = block[rows[inside], targets[inside] - start]
-    # Items scoring at least as high as each target. With few target columns, one (B, block)
-    # comparison per column; with many, a sorted row answers for all T columns with one binary
-    # search each (sorting costs about as much as SORT_COLUMNS comparisons).
+    # Items scoring at least as high as each target. With few held-out items per row (the usual
+    # case), one comparison of the row's scores per held-out item, skipping the padding; with
+    # many, a sorted row answers for all of them with one binary search each (a sort costs
+    # about as much as SORT_COLUMNS comparisons of the row).
     at_least = torch.zeros(targets.shape, dtype=torch.long, device=targets.device)
+    by_sorting = int(real.sum()) > SORT_COLUMNS * targets.shape[0]
     for start, end in blocks:
         block = cached if cached is not None else scores_of(start, end)
-        if targets.shape[1] <= SORT_COLUMNS:
-            for column in range(targets.shape[1]):
-                at_least[:, column] += (block >= target_scores[:, column : column + 1]).sum(dim=1)
-        else:
+        if by_sorting:
             ordered = block.sort(dim=1).values
             at_least += block.shape[1] - torch.searchsorted(ordered, target_scores.contiguous(), side="left")
+            continue
+        for column in range(targets.shape[1]):
+            rows = torch.nonzero(real[:, column], as_tuple=True)[0]
+            if rows.numel():
+                at_least[rows, column] += (block[rows] >= target_scores[rows, column : column + 1]).sum(dim=1)
     # That count includes every target tied with this one; those after it in column order come
     # after it in the ranking, so they are taken off.
     tied = (target_scores[:, :, None] == target_scores[:, None, :]) & real[:, None, :]
