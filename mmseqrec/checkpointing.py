@@ -317,7 +317,8 @@ def run_identity(model, train_config, domain, num_processes: int) -> dict[str, A
             "name": domain.name,
             "num_items": domain.num_items,
             "num_users": domain.num_users,
-            "train_examples": len(domain.splits["train"]),
+            # a domain with only the top-N track has no sequential rows: its training pairs instead
+            "train_examples": len(domain.splits["train"]) if domain.splits else len(domain.topn["train"]),
         },
         "num_processes": num_processes,
     }

@@ -20,7 +20,8 @@ from mmseqrec.features.extract import register as register_extract
 from mmseqrec.inference import UnknownItemsError, load_pretrained
 from mmseqrec.options import add_data_dir, add_output
 from mmseqrec.savedmodel import HubError
-from mmseqrec.training import cold_and_warm, evaluate, finish_accelerator, make_accelerator, make_loader
+from mmseqrec.metrics import PROTOCOLS
+from mmseqrec.training import cold_and_warm, evaluate, finish_accelerator, make_accelerator, make_loader, topn_loader
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -35,10 +36,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_pretrained(args.run)
     model.attach_domain(domain)
     model = model.to(accelerator.device)
-    report = {"num_processes": accelerator.num_processes}
+    report = {"num_processes": accelerator.num_processes, "track": model.track}
     for split in ("valid", "test"):
-        loader = accelerator.prepare(make_loader(domain, split, args.batch_size, args.max_len, False, 0))
-        result = evaluate(model, loader, accelerator, domain.num_items, args.mask_history)
+        if model.track == "topn":  # held-out item sets, training (and for test valid) items masked
+            loader = accelerator.prepare(topn_loader(domain, split, args.batch_size, False, 0))
+        else:
+            loader = accelerator.prepare(make_loader(domain, split, args.batch_size, args.max_len, False, 0))
+        result = evaluate(model, loader, accelerator, domain.num_items, args.mask_history, protocol=PROTOCOLS[model.track])
         report[split] = result["metrics"]
         report[f"{split}_rows"] = result["rows"].tolist()
         if split == "test":  # a cold-start domain: the cold and the warm rows apart

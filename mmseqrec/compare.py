@@ -11,6 +11,11 @@ same full-ranking evaluator, then writes to the run folder:
 - ``results.png``: a bar chart of test NDCG@10 and Recall@10 with sd error bars;
 - ``results.json`` and every run's own folder (config, log, metrics, best weights).
 
+The general top-N models (``mfbpr``, ``lightgcn``, ``vbpr``, ``lattice``, ``freedom``, ``bm3``,
+``diffmm``) are compared the same way on a domain's top-N split, with their own columns (valid
+Recall@20; test Recall, NDCG and Precision at 10, 20 and 50) and the paired bootstrap on test
+NDCG@20; a table holds one track.
+
 A comparison is about architectures on one domain, so pretrainable models (MISSRec, UniSRec) are
 trained **from scratch** unless asked otherwise: ``missrec@peft`` fine-tunes the default
 pretraining output (or ``--checkpoint PATH``) parameter-efficiently, ``missrec@full`` fine-tunes
@@ -29,18 +34,19 @@ from mmseqrec.config import parse_overrides
 from mmseqrec.data.loading import load_domain
 from mmseqrec.options import add_data_dir
 from mmseqrec.models import MODELS
-from mmseqrec.runs import REPORT_COLUMNS, VERSUS_BEST, plan_runs, pretrainable, report_columns, run_domain, timestamp
+from mmseqrec.runs import REPORT_COLUMNS, plan_runs, pretrainable, report_columns, run_domain, timestamp, track_of, versus_best
 from mmseqrec.training import finish_accelerator, make_accelerator
 
 DEFAULT_MODELS = "sasrec,bert4rec,unisrec,mmmlp,missrec,mostpop"
 
 
-def csv_columns(columns: tuple[str, ...] = REPORT_COLUMNS) -> tuple[str, ...]:
-    """The CSV header for the reported ``columns`` (``runs.report_columns``)."""
+def csv_columns(columns: tuple[str, ...] = REPORT_COLUMNS, paired_k: int = 10) -> tuple[str, ...]:
+    """The CSV header for the reported ``columns`` (``runs.report_columns``); ``paired_k`` is the
+    NDCG cut-off of the paired bootstrap (10; 20 on the top-N track)."""
     return (
         "model", "seeds", *[c for col in columns for c in (col, col + " sd")], "best epoch", "minutes per run", "trainable parameters",
         # the paired bootstrap against the best row (empty for the best row itself)
-        "test ndcg@10 minus best", "ci low", "ci high",
+        f"test ndcg@{paired_k} minus best", "ci low", "ci high",
     )
 
 
@@ -121,27 +127,29 @@ def write_csv(summary: dict[str, dict], path: Path) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     columns = max((report_columns(row) for row in summary.values()), key=len, default=REPORT_COLUMNS)
-    writer.writerow(csv_columns(columns))
+    protocol = track_of(next(iter(summary.values()), {}))
+    writer.writerow(csv_columns(columns, protocol.paired_k))
     for label, row in summary.items():
         values = [label, row["seeds"]]
         for column in columns:
             values += [f"{row[column]:.6f}", f"{row[column + ' sd']:.6f}"] if column in row else ["", ""]
         values += [f"{row['best epoch']:.1f}", f"{row['minutes']:.3f}", row.get("trainable parameters", "")]
-        versus = row.get(VERSUS_BEST)
+        versus = row.get(versus_best(protocol))
         values += ["", "", ""] if versus is None else [f"{versus[key]:.6f}" for key in ("difference", "low", "high")]
         writer.writerow(values)
     _atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def write_bar_chart(summary: dict[str, dict], path: Path, title: str) -> None:
-    """Grouped bars: test NDCG@10 and Recall@10 per model, sd as error bars."""
+    """Grouped bars: test NDCG@10 and Recall@10 per model (top-N track: @20), sd as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
     labels = list(summary)
-    metrics = ("test ndcg@10", "test recall@10")
+    k = track_of(next(iter(summary.values()), {})).paired_k
+    metrics = (f"test ndcg@{k}", f"test recall@{k}")
     width = 0.38
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(labels) + 2), 4.2))
     for k, metric in enumerate(metrics):

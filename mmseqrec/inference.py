@@ -187,6 +187,12 @@ def load(
     record = RunRecord.read(source)
     folder = model_folder(source, **{k: hub_arguments.pop(k) for k in list(hub_arguments) if k in HUB_ARGUMENTS})
     model = load_pretrained(folder, **hub_arguments)
+    if model.track != "sequential":
+        raise ValueError(
+            f"{source} holds a {type(model).__name__}, a general top-N model: it scores the users it was trained on by their "
+            "id, not a history, so it cannot recommend from histories (load, recommend, serve). Its metrics: "
+            "`mmseqrec evaluate --run RUN --domain DOMAIN`."
+        )
     bound = _load_run_domain(record, domain, data_dir, source)
     if model.config.num_items != bound.num_items:
         raise ValueError(

@@ -11,10 +11,22 @@ Protocol (the one UniSRec, MISSRec and RecBole's sequential models use):
 
 Ranks are computed on the scores' device, over the catalogue in blocks of items, so the memory
 needed is (batch x block) and not (batch x catalogue) for very large catalogues.
+
+The general top-N track (``TOPN``: LightGCN, VBPR, ... on per-user item splits) goes through the
+same functions with several held-out items per user: targets are (B, T), 0-padded, and every
+target gets its rank in the one ranking of the user, ties against the targets (tied other items
+first, then tied targets in column order). The user's training items (and, for test, valid
+items) are masked, never a target. Its metrics follow MMRec's definitions, per user, averaged
+over the users with at least one held-out item:
+- Recall@K = hits in the top K / number of held-out items;
+- Precision@K = hits / K;
+- NDCG@K = sum over hits of 1/log2(rank + 1), divided by the ideal DCG of min(held-out, K) hits.
+With one target per row these are the sequential definitions (Recall = hit rate, IDCG = 1).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -23,17 +35,43 @@ import torch
 DEFAULT_KS: tuple[int, ...] = (10, 50)
 METRIC_NAMES = ("recall", "ndcg", "mrr")
 
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a track is evaluated: the cut-offs, the metrics, the valid metric early stopping
+    reads, and the per-user score the paired bootstrap compares (NDCG at ``paired_k``)."""
+
+    track: str
+    ks: tuple[int, ...]
+    metrics: tuple[str, ...]
+    valid_metric: str
+    paired_k: int
+
+
+#: Next item after a history, leave-one-out; the papers' K and NDCG@10 for early stopping.
+SEQUENTIAL = Protocol("sequential", DEFAULT_KS, METRIC_NAMES, "ndcg@10", 10)
+#: Held-out item sets of a per-user split, training items masked; MMRec's K, its default valid
+#: metric (Recall@20) and the @20 cut-off DiffMM and MMRec report.
+TOPN = Protocol("topn", (10, 20, 50), ("recall", "ndcg", "precision"), "recall@20", 20)
+PROTOCOLS = {protocol.track: protocol for protocol in (SEQUENTIAL, TOPN)}
+
+#: Held-out ranking: up to this many held-out items per row on average are counted by
+#: comparison, more by sorting each row once.
+SORT_COLUMNS = 12
+
 ScoreBlockFn = Callable[[int, int], torch.Tensor]  # (first_id, end_id) -> (B, end_id - first_id) scores
 
 
 def mask_items(block: torch.Tensor, items: torch.Tensor, start: int, keep: torch.Tensor | None = None) -> torch.Tensor:
     """A copy of the score block of items ``start .. start + width - 1`` with the scores of each
-    row's ``items`` (B, L), 0 = padding, set to -inf, except each row's ``keep`` item (a target)."""
+    row's ``items`` (B, L), 0 = padding, set to -inf, except each row's ``keep`` item(s): a
+    target (B,) or held-out items (B, T), which are never masked away."""
     width = block.shape[1]
     local = items - start
     inside = (items > 0) & (local >= 0) & (local < width)
     if keep is not None:
-        inside &= items != keep[:, None]
+        keep = keep[:, None] if keep.dim() == 1 else keep
+        inside &= ~(items[:, :, None] == keep[:, None, :]).any(dim=2)
     rows = torch.arange(items.shape[0], device=block.device)[:, None].expand_as(items)
     block = block.clone()
     block[rows[inside], local[inside]] = float("-inf")
@@ -52,12 +90,16 @@ def rank_targets(
 
     Args:
         score_block: returns the scores of items ``first_id .. end_id-1`` for every row.
-        targets: (B,) target item ids in 1..num_items.
+        targets: (B,) target item ids in 1..num_items; or (B, T) held-out items per row, 0 =
+            padding (the top-N track), whose ranks are (B, T) with 0 for padding.
         num_items: N, the catalogue size without padding.
         block_size: items scored at once. With one block the scores are computed once; with
             several, twice (one pass to read the targets' scores, one to count).
-        history: (B, L) item ids (0 = padding) to exclude from the ranking, or None.
+        history: (B, L) item ids (0 = padding) to exclude from the ranking, or None. Targets
+            are never excluded.
     """
+    if targets.dim() == 2:
+        return _rank_held_out(score_block, targets, num_items, block_size, history)
     if targets.numel() and (int(targets.min()) < 1 or int(targets.max()) > num_items):
         raise ValueError(f"targets must lie in 1..{num_items}")
     blocks = [(s, min(s + block_size, num_items + 1)) for s in range(1, num_items + 1, block_size)]
@@ -86,6 +128,52 @@ def rank_targets(
         block = cached if cached is not None else scores_of(start, end)
         rank += (block >= target_scores[:, None]).sum(dim=1)
     return rank
+
+
+def _rank_held_out(
+    score_block: ScoreBlockFn, targets: torch.Tensor, num_items: int, block_size: int, history: torch.Tensor | None
+) -> torch.Tensor:
+    """``rank_targets`` for (B, T) held-out items, 0 = padding: each target's position in the
+    row's one ranking, ties against the targets (tied other items before it, and tied targets
+    before it in column order), so that T targets with equal scores take T distinct places."""
+    real = targets > 0
+    if bool((targets[real] > num_items).any()) or bool((targets < 0).any()):
+        raise ValueError(f"held-out items must lie in 1..{num_items} (0 = padding)")
+    blocks = [(s, min(s + block_size, num_items + 1)) for s in range(1, num_items + 1, block_size)]
+    rows = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)
+
+    def scores_of(start: int, end: int) -> torch.Tensor:
+        block = _checked_block(score_block(start, end), targets.shape[0], start, end)
+        return mask_items(block, history, start, keep=targets) if history is not None else block
+
+    cached = scores_of(*blocks[0]) if len(blocks) == 1 else None
+    target_scores = torch.zeros(targets.shape, device=targets.device)
+    for start, end in blocks:
+        block = cached if cached is not None else scores_of(start, end)
+        inside = real & (targets >= start) & (targets < end)
+        target_scores[inside] = block[rows[inside], targets[inside] - start]
+    # Items scoring at least as high as each target. With few held-out items per row (the usual
+    # case), one comparison of the row's scores per held-out item, skipping the padding; with
+    # many, a sorted row answers for all of them with one binary search each (a sort costs
+    # about as much as SORT_COLUMNS comparisons of the row).
+    at_least = torch.zeros(targets.shape, dtype=torch.long, device=targets.device)
+    by_sorting = int(real.sum()) > SORT_COLUMNS * targets.shape[0]
+    for start, end in blocks:
+        block = cached if cached is not None else scores_of(start, end)
+        if by_sorting:
+            ordered = block.sort(dim=1).values
+            at_least += block.shape[1] - torch.searchsorted(ordered, target_scores.contiguous(), side="left")
+            continue
+        for column in range(targets.shape[1]):
+            rows = torch.nonzero(real[:, column], as_tuple=True)[0]
+            if rows.numel():
+                at_least[rows, column] += (block[rows] >= target_scores[rows, column : column + 1]).sum(dim=1)
+    # That count includes every target tied with this one; those after it in column order come
+    # after it in the ranking, so they are taken off.
+    tied = (target_scores[:, :, None] == target_scores[:, None, :]) & real[:, None, :]
+    later = torch.ones(targets.shape[1], targets.shape[1], dtype=torch.bool, device=targets.device).triu(1)
+    rank = at_least - (tied & later[None]).sum(dim=2)
+    return torch.where(real, rank, torch.zeros_like(rank))
 
 
 def _checked_block(block: torch.Tensor, rows: int, start: int, end: int) -> torch.Tensor:
@@ -180,25 +268,50 @@ def top_candidates(
 
 
 def ndcg_per_row(ranks: np.ndarray, k: int) -> np.ndarray:
-    """NDCG@k of each row from its target's 1-based rank (one target per row: 1/log2(rank+1))."""
-    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+    """NDCG@k of each row from its targets' 1-based ranks: (R,) one target per row
+    (1/log2(rank+1)), or (R, T) held-out items with 0 = padding (DCG over the hits divided by
+    the ideal DCG of min(held-out, k) hits)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if ranks.ndim == 1:
+        return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+    real = ranks > 0
+    dcg = np.where(real & (ranks <= k), 1.0 / np.log2(np.maximum(ranks, 1.0) + 1.0), 0.0).sum(axis=1)
+    ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))  # ideal[n-1]: n hits at the top
+    held = np.minimum(real.sum(axis=1), k)
+    return dcg / ideal[np.maximum(held, 1) - 1]
 
 
-def metrics_from_ranks(ranks: torch.Tensor | np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    """Recall@K (= hit rate, one target per row), NDCG@K and MRR@K averaged over rows."""
+def per_row_metric(ranks: np.ndarray, metric: str, k: int) -> np.ndarray:
+    """One metric@k of every row, from (R,) ranks of one target each or (R, T) 0-padded ranks of
+    several (the definitions in the module docstring)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if metric == "ndcg":
+        return ndcg_per_row(ranks, k)
+    grid = ranks[:, None] if ranks.ndim == 1 else ranks
+    real = grid > 0
+    hit = real & (grid <= k)
+    if metric == "recall":
+        return hit.sum(axis=1) / real.sum(axis=1)
+    if metric == "precision":
+        return hit.sum(axis=1) / k
+    if metric == "mrr":  # the reciprocal rank of the first hit
+        return np.where(hit, 1.0 / np.maximum(grid, 1.0), 0.0).max(axis=1)
+    raise ValueError(f"unknown metric '{metric}'; expected recall, ndcg, precision or mrr")
+
+
+def metrics_from_ranks(ranks: torch.Tensor | np.ndarray, ks: Sequence[int] = DEFAULT_KS, names: Sequence[str] = METRIC_NAMES) -> dict[str, float]:
+    """``names``@K averaged over rows, for every K of ``ks``: by default Recall@K (= hit rate,
+    one target per row), NDCG@K and MRR@K. ``ranks`` (R,) holds one target's rank per row,
+    (R, T) several held-out items' ranks, 0 = padding (``rank_targets``)."""
     ranks_np = ranks.detach().cpu().numpy() if isinstance(ranks, torch.Tensor) else np.asarray(ranks)
     ranks_np = ranks_np.astype(np.float64)
-    if ranks_np.size == 0:
-        return {f"{m}@{k}": float("nan") for k in ks for m in METRIC_NAMES}
-    if ranks_np.min() < 1:
+    if ranks_np.shape[0] == 0:
+        return {f"{m}@{k}": float("nan") for k in ks for m in names}
+    if ranks_np.ndim == 1 and ranks_np.min() < 1:
         raise ValueError("ranks are 1-based")
-    out: dict[str, float] = {}
-    for k in ks:
-        hit = ranks_np <= k
-        out[f"recall@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float(ndcg_per_row(ranks_np, k).mean())
-        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / ranks_np, 0.0).mean())
-    return out
+    if ranks_np.ndim == 2 and (ranks_np.min() < 0 or not (ranks_np > 0).any(axis=1).all()):
+        raise ValueError("held-out ranks are 1-based with 0 for padding, and every row needs at least one held-out item")
+    return {f"{m}@{k}": float(per_row_metric(ranks_np, m, k).mean()) for k in ks for m in names}
 
 
 def popularity_buckets(train_counts: np.ndarray, n_buckets: int = 3) -> np.ndarray:

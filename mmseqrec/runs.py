@@ -25,6 +25,7 @@ from accelerate.utils import set_seed
 from mmseqrec.config import ConfigError, build_dataclass, deep_merge, load_yaml
 from mmseqrec.data.loading import Domain
 from mmseqrec.inference import model_folder
+from mmseqrec.metrics import PROTOCOLS, Protocol
 from mmseqrec.models import model_classes
 from mmseqrec.significance import PairedDifference, differences_to_best
 from mmseqrec.training import TrainConfig, Trainer
@@ -33,12 +34,24 @@ FINETUNE_CONFIGS = Path(__file__).resolve().parent.parent / "finetune" / "config
 REPORT_COLUMNS = ("valid ndcg@10", "test recall@10", "test ndcg@10", "test recall@50", "test ndcg@50")
 #: Added on a cold-start domain (``mmseqrec prepare cold``): the test rows whose target is a cold item, and the others.
 COLD_COLUMNS = ("test_cold recall@10", "test_cold ndcg@10", "test_warm recall@10", "test_warm ndcg@10")
+#: The general top-N track's columns: its valid metric, then the @10/@20/@50 cut-offs MMRec and DiffMM report.
+TOPN_COLUMNS = (
+    "valid recall@20", "test recall@10", "test ndcg@10", "test recall@20", "test ndcg@20", "test precision@20", "test recall@50", "test ndcg@50",
+)
 
 
 def report_columns(row: dict) -> tuple[str, ...]:
-    """The columns a summary row (or ``summarise``'s results) reports: the cold and warm ones too
-    when it has them."""
+    """The columns a summary row (or ``summarise``'s results) reports: the top-N track's for its
+    models, and the cold and warm ones too when it has them."""
+    if row.get("track") == "topn":
+        return TOPN_COLUMNS
     return REPORT_COLUMNS + (COLD_COLUMNS if COLD_COLUMNS[0] in row else ())
+
+
+def track_of(row: dict) -> Protocol:
+    """The evaluation protocol of a summary row or a run's results (runs from before the top-N
+    track are sequential)."""
+    return PROTOCOLS[row.get("track", "sequential")]
 
 
 @dataclass
@@ -200,6 +213,10 @@ def resolve_config(
     return RunSpec(model_name.lower(), train, model_config, checkpoint=checkpoint, label=model_name.lower())
 
 
+#: Model config fields that every run takes from its domain (never given on the command line).
+DOMAIN_FIELDS = ("num_items", "num_users", "feature_names", "feature_dims")
+
+
 def check_overrides(model_names: Sequence[str], overrides: dict) -> None:
     """Every ``model.*`` override must be a field of at least one of the models run."""
     fields = set()
@@ -209,7 +226,7 @@ def check_overrides(model_names: Sequence[str], overrides: dict) -> None:
     if unknown:
         raise ConfigError(
             f"command line: unknown model key(s) {', '.join(unknown)} for {', '.join(model_names)}; "
-            f"valid keys: {', '.join(sorted(fields - {'num_items'}))}"
+            f"valid keys: {', '.join(sorted(fields - set(DOMAIN_FIELDS)))}"
         )
 
 
@@ -235,8 +252,11 @@ def train_one(
 
 def summarise(results: Sequence[dict]) -> dict[str, Any]:
     """Mean and sample standard deviation over seeds of the reported metrics."""
-    row: dict[str, Any] = {"seeds": len(results)}
-    columns = REPORT_COLUMNS + (COLD_COLUMNS if all("test_cold" in r for r in results) else ())
+    row: dict[str, Any] = {"seeds": len(results), "track": results[0].get("track", "sequential")}
+    if row["track"] == "topn":
+        columns = TOPN_COLUMNS
+    else:
+        columns = REPORT_COLUMNS + (COLD_COLUMNS if all("test_cold" in r for r in results) else ())
     for column in columns:
         split, metric = column.split(" ")
         values = np.array([r[split][metric] for r in results], dtype=np.float64)
@@ -247,24 +267,30 @@ def summarise(results: Sequence[dict]) -> dict[str, Any]:
     return row
 
 
-#: Summary key of a row's paired difference in test NDCG@10 to the best row (``mmseqrec.significance``).
-VERSUS_BEST = "test ndcg@10 vs best"
+def versus_best(protocol: Protocol) -> str:
+    """The summary key of a row's paired difference to the best row (``mmseqrec.significance``):
+    test NDCG at the track's ``paired_k`` (``test ndcg@10 vs best``; top-N ``test ndcg@20 vs best``)."""
+    return f"test ndcg@{protocol.paired_k} vs best"
 
 
 def add_differences_to_best(summary: dict[str, dict], run_dirs: dict[str, list[Path]], resamples: int = 5000) -> None:
-    """Give every row of ``summary`` its paired-bootstrap difference in test NDCG@10 to the best row
-    (None for the best row); nothing with fewer than two rows."""
+    """Give every row of ``summary`` its paired-bootstrap difference in test NDCG@k (k = 10, or
+    20 on the top-N track) to the best row (None for the best row); nothing with fewer than two rows."""
     if len(run_dirs) < 2:
         return
-    for label, difference in differences_to_best(run_dirs, "test", 10, resamples).items():
-        summary[label][VERSUS_BEST] = None if difference is None else asdict(difference)
+    protocol = track_of(next(iter(summary.values())))
+    for label, difference in differences_to_best(run_dirs, "test", protocol.paired_k, resamples).items():
+        summary[label][versus_best(protocol)] = None if difference is None else asdict(difference)
 
 
 def format_summary_table(summary: dict[str, dict]) -> str:
     """Markdown table, mean (± sd when several seeds) per model, and, when the rows have it, each
-    row's difference in test NDCG@10 to the best row with its 95% bootstrap interval over users."""
-    paired = any(VERSUS_BEST in row for row in summary.values())
-    extra = " | test ndcg@10 vs best [95% CI]" if paired else ""
+    row's difference in test NDCG@10 (top-N: @20) to the best row with its 95% bootstrap interval
+    over users."""
+    protocol = track_of(next(iter(summary.values()), {}))
+    key = versus_best(protocol)
+    paired = any(key in row for row in summary.values())
+    extra = f" | {key} [95% CI]" if paired else ""
     columns = max((report_columns(row) for row in summary.values()), key=len, default=REPORT_COLUMNS)
     header = "| model | " + " | ".join(columns) + " | best epoch | min/run" + extra + " |"
     lines = [header, "|---|" + "---|" * (len(columns) + 2 + int(paired))]
@@ -279,7 +305,7 @@ def format_summary_table(summary: dict[str, dict]) -> str:
         best = "-" if math.isnan(row["best epoch"]) or row["best epoch"] < 0 else f"{row['best epoch']:.0f}"
         versus = ""
         if paired:
-            difference = row.get(VERSUS_BEST)
+            difference = row.get(key)
             versus = " | best" if difference is None else f" | {PairedDifference(**difference).format()}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {best} | {row['minutes']:.1f}{versus} |")
     table = "\n".join(lines)
@@ -290,7 +316,7 @@ def format_summary_table(summary: dict[str, dict]) -> str:
         )
     if paired:
         table += (
-            "\n\nLast column: mean over users of (this row's test NDCG@10 - the best row's), each averaged over"
+            f"\n\nLast column: mean over users of (this row's test NDCG@{protocol.paired_k} - the best row's), each averaged over"
             " its seeds, with the 95% interval of a paired bootstrap over the test users."
         )
     return table
@@ -350,6 +376,15 @@ def run_domain(args: argparse.Namespace, domain, specs: dict, output: Path, acce
     """Train every planned model on one domain; print and save its table; return the summary.
     ``args`` adds ``seed``, ``seeds``, ``quiet``, ``resume`` and ``command`` to ``plan_runs``'s."""
     synthetic = " (synthetic)" if domain.manifest.get("synthetic") else ""
+    tracks = {entry: model_classes(spec.model_name)[0].track for entry, spec in specs.items()}
+    if len(set(tracks.values())) > 1:
+        raise ValueError(
+            "one table holds one track: " + ", ".join(f"{entry} ({track})" for entry, track in tracks.items())
+            + "; the sequential models rank one next item per user, the top-N models every held-out item of a per-user split, "
+            "so their numbers do not compare. Run them in two commands."
+        )
+    track = next(iter(tracks.values()))
+    domain.require_track(track, ", ".join(specs))
     if accelerator.is_main_process:
         print(f"{domain.describe()}{synthetic}")
 
@@ -376,7 +411,12 @@ def run_domain(args: argparse.Namespace, domain, specs: dict, output: Path, acce
         add_differences_to_best(summary, run_dirs)
     table = format_summary_table(summary)
     if accelerator.is_main_process:
-        title = f"{domain.name}{synthetic}: {len(domain.splits['test']):,} test users, full ranking over {domain.num_items:,} items"
+        if track == "topn":
+            test_users = int((domain.topn["test"].counts() > 0).sum())
+            title = (f"{domain.name}{synthetic}: {test_users:,} test users (top-N split), full ranking over {domain.num_items:,} items "
+                     "with each user's training and valid items masked")
+        else:
+            title = f"{domain.name}{synthetic}: {len(domain.splits['test']):,} test users, full ranking over {domain.num_items:,} items"
         (output / "results.md").write_text(f"{title}\n\n{table}\n")
         (output / "results.json").write_text(json.dumps({"domain": domain.name, "summary": summary, "runs": all_results}, indent=2) + "\n")
         print(f"\n{title}\n\n{table}\n\nruns and summary: {output}")

@@ -2,14 +2,19 @@
 
 ``Trainer.fit()`` trains a model on a domain's train split, evaluates on valid after every
 epoch with full ranking, stops early on valid NDCG@10, restores the best weights and evaluates
-valid and test with them. Everything a run produces lands in its run folder:
+valid and test with them. A general top-N model (``model.track == "topn"``: LightGCN, VBPR, ...)
+trains on the domain's top-N split, on (user, positive, negative) batches, and is ranked by the
+same evaluator with each user's held-out items as targets and the training items masked; it
+stops early on valid Recall@20 (``metrics.TOPN``). Everything a run produces lands in its run
+folder:
 
     <run_dir>/config.yaml    the resolved configuration (train, model, data)
     <run_dir>/train.log      one line per epoch, and the final tables
     <run_dir>/metrics.json   best epoch, valid and test metrics, popularity breakdown, history
                              (a cold-start domain adds test_cold / test_warm: the test rows whose
                              target is a held-out item, and the others)
-    <run_dir>/ranks.npz      the target's rank of every valid and test row (paired significance tests)
+    <run_dir>/ranks.npz      the target's rank of every valid and test row (paired significance tests;
+                             top-N: (users, held-out items) ranks, 0-padded)
     <run_dir>/best/          the best weights (safetensors + config.json + model card README.md,
                              ``from_pretrained``-able and publishable with ``mmseqrec publish``)
     <run_dir>/state/         resumable training state while the run is going (``checkpointing``)
@@ -45,15 +50,14 @@ from tqdm.auto import tqdm
 from mmseqrec import checkpointing
 from mmseqrec.checkpointing import CheckpointError, TrainingProgress
 from mmseqrec.config import ConfigError
-from mmseqrec.data.batching import ExampleIndex, SequenceCollator
+from mmseqrec.data.batching import ExampleIndex, HeldOutCollator, PairBatchSampler, PairCollator, SequenceCollator
 from mmseqrec.data.format import Examples
 from mmseqrec.data.loading import Domain
-from mmseqrec.metrics import DEFAULT_KS, bucket_breakdown, metrics_from_ranks, popularity_buckets, rank_targets
+from mmseqrec.metrics import PROTOCOLS, SEQUENTIAL, Protocol, bucket_breakdown, metrics_from_ranks, popularity_buckets, rank_targets
 from mmseqrec.models.base import Recommender, apply_stage, check_stage
 from mmseqrec.savedmodel import model_card
 from mmseqrec.significance import save_ranks
 
-VALID_METRIC = "ndcg@10"
 #: The folder inside a run folder where experiment trackers keep their files.
 LOG_DIR = "logs"
 #: The project name the trackers get: TensorBoard writes into ``<run_dir>/logs/mmseqrec/``, wandb
@@ -68,18 +72,21 @@ class TrainConfig:
     Attributes:
         epochs: maximum number of epochs.
         batch_size: training examples per step (per process; the global batch is this times the
-            number of processes).
+            number of processes); for the top-N models, (user, positive, negative) triples.
         eval_batch_size: users per evaluation batch.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
-        patience: stop after this many epochs without an improvement of valid NDCG@10 (a tie
-            counts as an improvement, so the later epoch is kept, as in RecBole).
+        patience: stop after this many epochs without an improvement of the valid metric
+            (NDCG@10; Recall@20 for the top-N models) (a tie counts as an improvement, so the
+            later epoch is kept, as in RecBole).
         seed: seeds Python, NumPy, torch and the data order.
         max_len: histories keep their most recent ``max_len`` items.
         stage: ``finetune`` (all parameters), ``peft`` (the model's parameter-efficient set) or
             ``pretrain``.
         mixed_precision: ``no``, ``fp16`` or ``bf16`` (accelerate autocast).
         mask_history: remove the items of the history from the ranking (off, as in the papers).
+            The top-N models always rank with the user's training items (for test, also the
+            valid items) masked, as MMRec and DiffMM do; this switch does not apply to them.
         eval_block_size: items scored at once in evaluation (bounds memory for huge catalogues).
         grad_clip: clip the gradient norm to this value; 0 disables clipping.
         num_workers: DataLoader worker processes (batches are cheap vectorised gathers; 0 is fine).
@@ -303,6 +310,33 @@ def make_adam(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) ->
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=bool(fused))
 
 
+def topn_loader(domain: Domain, split: str, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
+    """A loader of the top-N split: training (``shuffle``) gives every training pair once per
+    epoch with a uniform negative (``PairBatchSampler``); valid and test give the users with
+    held-out items in that split, with their training items masked (test: valid items too)."""
+    domain.require_track("topn", "a top-N loader")
+    topn = domain.topn
+    if shuffle:
+        sampler = PairBatchSampler(topn["train"], domain.num_items, batch_size, seed)
+        return DataLoader(ExampleIndex(len(topn["train"])), batch_sampler=sampler, collate_fn=PairCollator(sampler), num_workers=num_workers)
+    masked = [topn["train"]] + ([topn["valid"]] if split == "test" else [])
+    collator = HeldOutCollator(topn[split], masked)
+    return DataLoader(ExampleIndex(len(collator)), batch_size=batch_size, shuffle=False, collate_fn=collator, num_workers=num_workers)
+
+
+def track_loader(domain: Domain, track: str, split: str, config: "TrainConfig", shuffle: bool) -> DataLoader:
+    """The loader of ``split`` for a model of ``track`` with the settings of ``config``."""
+    if track == "topn":
+        return topn_loader(domain, split, config.batch_size if shuffle else config.eval_batch_size, shuffle, config.seed,
+                           config.num_workers if shuffle else 0)
+    if not shuffle:
+        return make_loader(domain, split, config.eval_batch_size, config.max_len, False, config.seed)
+    return make_loader(
+        domain, split, config.batch_size, config.max_len, True, config.seed, config.num_workers, by_domain=config.batch_by_domain,
+        group_by_length=config.group_by_length and not config.batch_by_domain, length_pool_batches=config.length_pool_batches,
+    )
+
+
 def ranking_loader(examples: Examples, batch_size: int, max_len: int, num_workers: int = 0) -> DataLoader:
     """Batches of ``examples`` for scoring (evaluation, recommendation): every row once, in order
     of history length, which changes no score (every row is scored on its own) and pads each
@@ -322,13 +356,17 @@ def evaluate(
     num_items: int,
     mask_history: bool = False,
     block_size: int = 65536,
-    ks=DEFAULT_KS,
+    ks=None,
+    protocol: Protocol = SEQUENTIAL,
 ) -> dict[str, Any]:
     """Full-ranking evaluation of every row of ``loader`` (already prepared by ``accelerator``).
 
     Each process ranks its share of the users; only ranks, targets and row ids are gathered
     (``gather_for_metrics`` drops the duplicates the distributed sampler adds to even out the
     last batch), so every process returns the same metrics over exactly the dataset's rows.
+    A top-N batch (``targets`` (B, T), ``seen``) ranks every held-out item with the ``seen``
+    items masked; its ranks are (rows, T), 0-padded. ``protocol`` names the metrics and
+    cut-offs (``ks`` overrides the cut-offs).
     """
     was_training = model.training
     model.eval()
@@ -336,21 +374,23 @@ def evaluate(
     for batch in loader:
         with accelerator.autocast():
             seq_repr = model(batch)
+        held_out = "targets" in batch  # the top-N track: several held-out items, training items masked
+        target = batch["targets"] if held_out else batch["target"]
         rank = rank_targets(
             lambda first, end: model.score_items(seq_repr, first, end),
-            batch["target"],
+            target,
             num_items,
             block_size=block_size,
-            history=batch["item_seq"] if mask_history else None,
+            history=batch["seen"] if held_out else (batch["item_seq"] if mask_history else None),
         )
-        rank, target, row = accelerator.gather_for_metrics((rank, batch["target"], batch["row"]))
+        rank, target, row = accelerator.gather_for_metrics((rank, target, batch["row"]))
         ranks.append(rank.cpu())
         targets.append(target.cpu())
         rows.append(row.cpu())
     model.train(was_training)
     ranks_np = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
     return {
-        "metrics": metrics_from_ranks(ranks_np, ks),
+        "metrics": metrics_from_ranks(ranks_np, ks or protocol.ks, protocol.metrics),
         "ranks": ranks_np,
         "targets": torch.cat(targets).numpy() if targets else np.zeros(0, dtype=np.int64),
         "rows": torch.cat(rows).numpy() if rows else np.zeros(0, dtype=np.int64),
@@ -371,7 +411,7 @@ def cold_and_warm(evaluated: dict[str, Any], cold_items: np.ndarray | None) -> d
 
 def ranks_in_row_order(evaluated: dict[str, Any]) -> np.ndarray:
     """The ranks of ``evaluate``'s result indexed by row (processes may return rows out of order)."""
-    ranks = np.empty(len(evaluated["rows"]), dtype=np.int64)
+    ranks = np.empty((len(evaluated["rows"]), *evaluated["ranks"].shape[1:]), dtype=np.int64)
     ranks[evaluated["rows"]] = evaluated["ranks"]
     return ranks
 
@@ -544,6 +584,8 @@ class Trainer:
         set_seed(cfg.seed)
         started = time.time()
         model = self.model
+        protocol = PROTOCOLS[model.track]
+        self.domain.require_track(model.track, type(model).__name__)
         model.attach_domain(self.domain)
         if self.domain.cold_items is not None:  # a cold-start split: those items stay out of training
             model.hold_out_items(self.domain.cold_items)
@@ -561,14 +603,11 @@ class Trainer:
         if acc.is_main_process:
             _atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.resolved, sort_keys=False))
 
-        valid_loader = make_loader(self.domain, "valid", cfg.eval_batch_size, cfg.max_len, False, cfg.seed)
-        test_loader = make_loader(self.domain, "test", cfg.eval_batch_size, cfg.max_len, False, cfg.seed)
+        valid_loader = track_loader(self.domain, model.track, "valid", cfg, shuffle=False)
+        test_loader = track_loader(self.domain, model.track, "test", cfg, shuffle=False)
 
         if model.trainable:
-            train_loader = make_loader(
-                self.domain, "train", cfg.batch_size, cfg.max_len, True, cfg.seed, cfg.num_workers, by_domain=cfg.batch_by_domain,
-                group_by_length=cfg.group_by_length and not cfg.batch_by_domain, length_pool_batches=cfg.length_pool_batches,
-            )
+            train_loader = track_loader(self.domain, model.track, "train", cfg, shuffle=True)
             optimizer = make_adam(model, cfg, acc.device)
             warmup = max(cfg.warmup_steps, 0)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
@@ -595,9 +634,9 @@ class Trainer:
                 line, marker = f"epoch {epoch:3d}  loss {mean_loss:.4f}", ""
                 if cfg.validate:
                     valid_start = time.time()
-                    valid = evaluate(model, valid_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size)
+                    valid = evaluate(model, valid_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size, protocol=protocol)
                     entry["valid_seconds"] = time.time() - valid_start
-                    score = valid["metrics"][VALID_METRIC]
+                    score = valid["metrics"][protocol.valid_metric]
                     if score >= progress.best_score:  # a tie counts as an improvement
                         marker = "  *"
                         progress.best_epoch, progress.best_score, progress.stale = epoch, score, 0
@@ -605,7 +644,8 @@ class Trainer:
                     else:
                         progress.stale += 1
                     entry["valid"] = valid["metrics"]
-                    line += f"  valid ndcg@10 {score:.4f}  recall@10 {valid['metrics']['recall@10']:.4f}"
+                    second = "recall@10" if protocol.valid_metric != "recall@10" else "ndcg@10"
+                    line += f"  valid {protocol.valid_metric} {score:.4f}  {second} {valid['metrics'][second]:.4f}"
                 entry["seconds"] = time.time() - epoch_start
                 tracked = {"train/loss": mean_loss, "train/lr": optimizer.param_groups[0]["lr"], "epoch/seconds": entry["seconds"]}
                 acc.log({**tracked, **{f"valid/{name}": value for name, value in entry.get("valid", {}).items()}}, step=epoch)
@@ -625,12 +665,16 @@ class Trainer:
             valid_loader, test_loader = acc.prepare(valid_loader, test_loader)
 
         history = self.progress.history
-        valid = evaluate(model, valid_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size)
-        test = evaluate(model, test_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size)
-        buckets = popularity_buckets(self.domain.train_item_counts())
+        valid = evaluate(model, valid_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size, protocol=protocol)
+        test = evaluate(model, test_loader, acc, self.domain.num_items, cfg.mask_history, cfg.eval_block_size, protocol=protocol)
+        # Popularity buckets are defined by one target per row; the top-N rows have several.
+        by_popularity = {}
+        if model.track == "sequential":
+            by_popularity = {"test_by_popularity": bucket_breakdown(test["ranks"], test["targets"], popularity_buckets(self.domain.train_item_counts()))}
         results = {
             "model": type(model).__name__,
             "domain": self.domain.name,
+            "track": model.track,
             "seed": cfg.seed,
             "stage": cfg.stage,
             "best_epoch": self.progress.best_epoch,
@@ -639,7 +683,7 @@ class Trainer:
             "valid": valid["metrics"],
             "test": test["metrics"],
             **cold_and_warm(test, self.domain.cold_items),
-            "test_by_popularity": bucket_breakdown(test["ranks"], test["targets"], buckets),
+            **by_popularity,
             "evaluated_users": {"valid": int(len(valid["rows"])), "test": int(len(test["rows"]))},
             "wall_clock_seconds": time.time() - started,
             "num_processes": acc.num_processes,
@@ -652,10 +696,8 @@ class Trainer:
             _atomic_write_text(self.run_dir / "metrics.json", json.dumps(results, indent=2) + "\n")
             # A finished fine-tuning run has nothing left to resume; its product is best/.
             shutil.rmtree(self.state_dir, ignore_errors=True)
-        self.log(
-            f"test  recall@10 {test['metrics']['recall@10']:.4f}  ndcg@10 {test['metrics']['ndcg@10']:.4f}  "
-            f"recall@50 {test['metrics']['recall@50']:.4f}  ndcg@50 {test['metrics']['ndcg@50']:.4f}  (best epoch {self.progress.best_epoch})"
-        )
+        shown = [f"{m}@{k}" for k in protocol.ks for m in ("recall", "ndcg")]
+        self.log("test  " + "  ".join(f"{name} {test['metrics'][name]:.4f}" for name in shown) + f"  (best epoch {self.progress.best_epoch})")
         if "test_cold" in results:
             self.log(
                 f"test, {results['test_cold']['rows']:,} cold rows: recall@10 {results['test_cold']['recall@10']:.4f}  ndcg@10 "

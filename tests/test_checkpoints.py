@@ -233,3 +233,26 @@ def test_a_nan_stops_the_run_naming_the_batch_and_keeps_the_last_good_checkpoint
     assert code == 2
     err = capsys.readouterr().err
     assert "finetune: error: non-finite training loss" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("model", ["freedom", "lattice", "diffmm"])
+def test_a_top_n_model_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path, model):
+    """The general models keep per-epoch state (FREEDOM's pruned graph, LATTICE's learned
+    neighbours, DiffMM's generated graphs and its diffusion noise); a resumed run must rebuild or
+    restore it exactly."""
+    from tiny import write_tiny_topn_domain
+
+    data = tmp_path / "data"
+    write_tiny_topn_domain(data)
+    args = ["--domain", "TinyTopN", "--data-dir", str(data), "--model", model, "--quiet", "train.epochs=3", "train.batch_size=64",
+            "train.checkpoint_every=4", "model.embedding_size=16"]
+    args += {"freedom": ["model.knn_k=3"], "lattice": ["model.knn_k=3", "model.feat_embed_dim=16"],
+             "diffmm": ["model.denoiser_hidden=16", "model.diffusion_users=16"]}[model]
+    assert finetune_main([*args, "--output", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "killed"
+    _killed([*args, "--output", str(out)], "kill-after-step:11")  # epoch 1, mid-epoch
+    assert finetune_main([*args, "--output", str(out), "--resume"]) == 0
+    run, reference = out / f"{model}-seed2020", tmp_path / "whole" / f"{model}-seed2020"
+    assert "resumed from" in (run / "train.log").read_text()
+    _same_weights(run / "best" / "model.safetensors", reference / "best" / "model.safetensors")
+    assert _without_timings(json.loads((run / "metrics.json").read_text())) == _without_timings(json.loads((reference / "metrics.json").read_text()))

@@ -97,3 +97,25 @@ def write_tiny_domains(root: Path) -> Path:
     write_tiny_domain(root, name="TinyA", n_users=60, n_items=30, seed=1)
     write_tiny_domain(root, name="TinyB", n_users=60, n_items=30, seed=2)
     return root
+
+
+def tiny_topn_tables(name: str = "TinyTopN", **kwargs) -> DomainTables:
+    """``tiny_tables`` carrying the top-N track as well: each user's items split 8:1:1 at random
+    (a user walks consecutive items, so neighbouring items co-occur and a graph model can learn
+    them; items 1..3 have no image)."""
+    from mmseqrec.data.split import per_user_split
+
+    tables = tiny_tables(name=name, **kwargs)
+    tables.topn, tables.topn_protocol = per_user_split(tables.sequences, "random", (8, 1, 1), seed=0)
+    return tables
+
+
+def write_tiny_topn_domain(root: Path, **kwargs) -> Path:
+    tables = tiny_topn_tables(**kwargs)
+    return write_domain(tables, Path(root) / tables.name)
+
+
+#: The general top-N models, and overrides that make a run on the tiny domain take seconds.
+TOPN_MODELS = ("mfbpr", "lightgcn", "vbpr", "lattice", "freedom", "bm3", "diffmm")
+TOPN_TINY_OVERRIDES = ["train.epochs=1", "train.batch_size=64", "train.eval_batch_size=16", "model.embedding_size=16", "model.knn_k=3",
+                       "model.denoiser_hidden=16", "model.diffusion_users=16"]

@@ -14,6 +14,16 @@ One folder per domain::
       features/<name>.mask.npy   bool (N+1,); False where the item has no such feature
       cold_items.npy         bool (N+1,), only in a cold-start split (``mmseqrec prepare cold``):
                              True for the items held out of training; no train row holds one
+      topn/train.parquet     general top-N splits (only in a domain that has them): user_id,
+      topn/valid.parquet     item_id pairs, sorted, one per interaction; the schema metadata
+      topn/test.parquet      records the matrix shape (users x items)
+
+**Two tracks.** A domain carries the *sequential* track (``interactions.parquet`` and the
+leave-one-out ``train/valid/test.parquet`` rows), the *top-N* track (per-user sets of training,
+validation and test items: ``topn/``, for the general recommenders such as LightGCN), or both;
+``manifest.json`` lists them under ``tracks`` (a manifest without the field is sequential). The
+top-N splits are disjoint per user (a pair in two splits is an error), every user has at least
+one interaction in some split, and each file's matrix has the domain's shape.
 
 Item ids run 1..N; 0 is reserved for padding everywhere. A missing modality is a ``False`` in the
 mask (its row is zero), never a vector that a model could mistake for data.
@@ -41,6 +51,11 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 MANIFEST = "manifest.json"
 COLD_ITEMS = "cold_items.npy"
+#: The tracks a domain can carry: next-item rows after a history, and per-user held-out item sets.
+TRACKS = ("sequential", "topn")
+TOPN_DIR = "topn"
+#: Parquet schema metadata key of a top-N split file: its matrix shape, "[users, items]".
+SHAPE_KEY = b"mmseqrec.shape"
 
 
 class DataFormatError(ValueError):
@@ -87,6 +102,57 @@ class Examples:
 
 
 @dataclass
+class UserItems:
+    """One split of the top-N track: a set of items per user (a sparse users x items matrix),
+    stored like a CSR matrix. The items of user u are ``items[offsets[u]:offsets[u+1]]``,
+    ascending; ids 1..N (0 is padding, as everywhere)."""
+
+    offsets: np.ndarray  # int64 (U+1,)
+    items: np.ndarray  # int64 (pairs,)
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+    @property
+    def num_users(self) -> int:
+        return int(self.offsets.shape[0]) - 1
+
+    @classmethod
+    def from_pairs(cls, users: np.ndarray, items: np.ndarray, num_users: int) -> "UserItems":
+        """From (user, item) pairs in any order; duplicates are kept (``check_user_items`` finds them)."""
+        users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+        if users.size and (users.min() < 0 or users.max() >= num_users):
+            raise DataFormatError(f"user ids must lie in 0..{num_users - 1}, got {int(users.min())}..{int(users.max())}")
+        order = np.lexsort((items, users))
+        counts = np.bincount(users, minlength=num_users) if users.size else np.zeros(num_users, np.int64)
+        offsets = np.zeros(num_users + 1, dtype=np.int64)
+        np.cumsum(counts[:num_users], out=offsets[1:])
+        return cls(offsets, items[order])
+
+    def counts(self) -> np.ndarray:
+        """(U,) items per user."""
+        return np.diff(self.offsets)
+
+    def users(self) -> np.ndarray:
+        """(pairs,) the user of every pair, aligned with ``items``."""
+        return np.repeat(np.arange(self.num_users, dtype=np.int64), self.counts())
+
+    def of(self, user: int) -> np.ndarray:
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
+
+    def keys(self, num_items: int) -> np.ndarray:
+        """(pairs,) one sortable integer per (user, item) pair, ascending (users x (N+1) + item)."""
+        return self.users() * (num_items + 1) + self.items
+
+    def contains(self, users: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray:
+        """bool, whether each (users[k], items[k]) pair is in the split."""
+        keys = self.keys(num_items)
+        query = np.asarray(users, dtype=np.int64) * (num_items + 1) + np.asarray(items, dtype=np.int64)
+        at = np.minimum(np.searchsorted(keys, query), max(keys.size - 1, 0))
+        return keys[at] == query if keys.size else np.zeros(query.shape, dtype=bool)
+
+
+@dataclass
 class FeatureSet:
     """One feature table: ``values`` (N+1, d) float32 and ``present`` (N+1,) bool."""
 
@@ -120,6 +186,14 @@ class DomainTables:
     notes: list[str] = field(default_factory=list)
     cold_items: np.ndarray | None = None  # bool (N+1,): items held out of training (a cold-start split)
     cold_start: dict = field(default_factory=dict)  # how they were chosen, recorded in the manifest
+    # The top-N track (general recommenders): split -> per-user item sets, and how they were made.
+    # A domain without sequences (``sequences`` and ``splits`` empty) carries only this track.
+    topn: dict[str, UserItems] | None = None
+    topn_protocol: dict = field(default_factory=dict)
+
+    @property
+    def tracks(self) -> list[str]:
+        return [t for t, present in zip(TRACKS, (bool(self.splits), self.topn is not None)) if present]
 
     @property
     def num_items(self) -> int:
@@ -214,20 +288,25 @@ def _write_into(tables: DomainTables, folder: Path) -> None:
         folder / "users.parquet",
     )
     seq_lengths = np.fromiter((len(s) for s in tables.sequences), dtype=np.int64, count=len(tables.sequences))
-    seq_offsets = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
-    np.cumsum(seq_lengths, out=seq_offsets[1:])
-    seq_values = np.concatenate(tables.sequences) if tables.sequences else np.zeros(0, dtype=np.int64)
-    pq.write_table(
-        pa.table(
-            {
-                "user_id": pa.array(np.arange(tables.num_users), type=pa.int32()),
-                "items": _list_column(seq_values, seq_offsets),
-            }
-        ),
-        folder / "interactions.parquet",
-    )
-    for split in SPLITS:
-        pq.write_table(_examples_table(tables.splits[split]), folder / f"{split}.parquet")
+    if "sequential" in tables.tracks:
+        seq_offsets = np.zeros(len(seq_lengths) + 1, dtype=np.int64)
+        np.cumsum(seq_lengths, out=seq_offsets[1:])
+        seq_values = np.concatenate(tables.sequences) if tables.sequences else np.zeros(0, dtype=np.int64)
+        pq.write_table(
+            pa.table(
+                {
+                    "user_id": pa.array(np.arange(tables.num_users), type=pa.int32()),
+                    "items": _list_column(seq_values, seq_offsets),
+                }
+            ),
+            folder / "interactions.parquet",
+        )
+        for split in SPLITS:
+            pq.write_table(_examples_table(tables.splits[split]), folder / f"{split}.parquet")
+    if tables.topn is not None:
+        (folder / TOPN_DIR).mkdir()
+        for split in SPLITS:
+            write_user_items(tables.topn[split], folder / TOPN_DIR / f"{split}.parquet", n_items)
 
     feature_meta = {}
     if tables.features:
@@ -259,12 +338,15 @@ def _write_into(tables: DomainTables, folder: Path) -> None:
         "synthetic": tables.synthetic,
         "source": tables.source,
         "protocol": tables.protocol,
+        "tracks": tables.tracks,
         "counts": {
             "users": tables.num_users,
             "items": n_items,
-            "interactions": int(seq_lengths.sum()),
-            **{f"{split}_examples": len(tables.splits[split]) for split in SPLITS},
+            # the sequences' length, or for a domain with the top-N track only, its pairs
+            "interactions": int(seq_lengths.sum()) if tables.splits else sum(len(tables.topn[split]) for split in SPLITS),
+            **({f"{split}_examples": len(tables.splits[split]) for split in SPLITS} if tables.splits else {}),
         },
+        **({"topn": topn_manifest(tables.topn, tables.topn_protocol)} if tables.topn is not None else {}),
         "features": feature_meta,
         **({"cold_start": {**tables.cold_start, "items": int(tables.cold_items.sum()), "file": COLD_ITEMS}} if tables.cold_items is not None else {}),
         "notes": tables.notes,
@@ -326,6 +408,16 @@ def check_tables(tables: DomainTables) -> None:
     for column in ("item_text", "item_image", "item_domain"):
         if len(getattr(tables, column)) != n_items:
             raise DataFormatError(f"{tables.name}: {column} has {len(getattr(tables, column))} entries for {n_items} items")
+    if not tables.tracks:
+        raise DataFormatError(f"{tables.name}: neither sequential splits nor top-N splits; a domain needs at least one track")
+    if tables.topn is not None:
+        check_user_items({split: f"{tables.name} top-N {split} split" for split in SPLITS}, tables.topn, n_users, n_items)
+    if not tables.splits:
+        if tables.sequences or tables.cold_items is not None:
+            raise DataFormatError(f"{tables.name}: sequences or cold items without sequential splits")
+        for name, feature in tables.features.items():
+            check_feature_values(f"{tables.name} feature '{name}'", feature.values, feature.present, n_items)
+        return
     if len(tables.sequences) != n_users:
         raise DataFormatError(f"{tables.name}: {len(tables.sequences)} sequences for {n_users} users")
     for split in SPLITS:
@@ -346,6 +438,92 @@ def check_tables(tables: DomainTables) -> None:
         check_feature_values(f"{tables.name} feature '{name}'", feature.values, feature.present, n_items)
     if tables.cold_items is not None:
         check_cold_items(f"{tables.name} cold items", np.asarray(tables.cold_items), tables.splits["train"], n_items)
+
+
+def write_user_items(split: UserItems, path: Path, n_items: int) -> None:
+    """One top-N split as (user_id, item_id) pairs, its matrix shape in the schema metadata."""
+    table = pa.table({"user_id": pa.array(split.users(), type=pa.int32()), "item_id": pa.array(split.items, type=pa.int32())})
+    pq.write_table(table.replace_schema_metadata({SHAPE_KEY: json.dumps([split.num_users, n_items]).encode()}), path)
+
+
+def read_user_items(path: Path, n_users: int, n_items: int) -> UserItems:
+    """A top-N split file, checked against the domain's shape and id ranges (clear errors naming
+    ``path``); ``check_user_items`` checks the splits against each other."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise DataFormatError(f"{path}: cannot be read as Parquet ({err})") from err
+    for column in ("user_id", "item_id"):
+        if column not in table.column_names:
+            raise DataFormatError(f"{path}: column '{column}' is missing (expected user_id, item_id)")
+    raw = (table.schema.metadata or {}).get(SHAPE_KEY)
+    try:
+        shape = tuple(json.loads(raw)) if raw is not None else None
+    except ValueError:
+        shape = None
+    if shape is None:
+        raise DataFormatError(f"{path}: no matrix shape in the schema metadata ({SHAPE_KEY.decode()}); prepare the domain again")
+    if shape != (n_users, n_items):
+        raise DataFormatError(
+            f"{path}: a {shape[0]} x {shape[1]} matrix, but the domain has {n_users} users x {n_items} items "
+            "(the train, valid and test matrices must have one shape)"
+        )
+    users = table.column("user_id").to_numpy().astype(np.int64)
+    items = table.column("item_id").to_numpy().astype(np.int64)
+    _check_ids(str(path), "user_id", users, 0, n_users - 1)
+    _check_ids(str(path), "item_id", items, 1, n_items)
+    return UserItems.from_pairs(users, items, n_users)
+
+
+def check_user_items(where: Mapping[str, str], splits: Mapping[str, UserItems], n_users: int, n_items: int) -> None:
+    """The top-N splits of a domain: all three present with the domain's users, ids in range,
+    no pair twice in a split or in two splits, valid and test not empty, and no user without
+    any interaction. ``where[split]`` names the file (or table) in the messages."""
+    missing = [split for split in SPLITS if split not in splits]
+    if missing:
+        raise DataFormatError(f"top-N splits: {', '.join(missing)} missing (expected train, valid and test)")
+    keys = {}
+    for split in SPLITS:
+        part = splits[split]
+        if part.num_users != n_users:
+            raise DataFormatError(f"{where[split]}: rows for {part.num_users} users, the domain has {n_users} (matrices of different shapes)")
+        _check_ids(where[split], "item_id", part.items, 1, n_items)
+        keys[split] = part.keys(n_items)
+        repeated = np.flatnonzero(np.diff(keys[split]) == 0)
+        if repeated.size:
+            user, item = divmod(int(keys[split][repeated[0]]), n_items + 1)
+            raise DataFormatError(f"{where[split]}: user {user} - item {item} occurs twice ({repeated.size} repeated pairs); a split is a set")
+        if split != "train" and not len(part):
+            raise DataFormatError(f"{where[split]}: empty; the {split} split needs at least one held-out item")
+    for first, second in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        both = np.intersect1d(keys[first], keys[second], assume_unique=True)
+        if both.size:
+            user, item = divmod(int(both[0]), n_items + 1)
+            raise DataFormatError(
+                f"{where[first]} and {where[second]} overlap: user {user} - item {item} is in both ({both.size} pairs); "
+                "the splits must be disjoint, or a held-out item would be trained on (or masked away)"
+            )
+    total = sum(splits[split].counts() for split in SPLITS)
+    empty = np.flatnonzero(total == 0)
+    if empty.size:
+        raise DataFormatError(
+            f"{where['train']}: user {int(empty[0])} has no interaction in any split ({empty.size} such users); "
+            "remove them (user ids must run 0..U-1 over users with data)"
+        )
+
+
+def topn_manifest(splits: Mapping[str, UserItems], protocol: dict) -> dict:
+    """The manifest's description of the top-N track: how it was made, its files and counts."""
+    return {
+        "protocol": protocol,
+        "files": {split: f"{TOPN_DIR}/{split}.parquet" for split in SPLITS},
+        "counts": {
+            **{f"{split}_pairs": len(splits[split]) for split in SPLITS},
+            **{f"{split}_users": int((splits[split].counts() > 0).sum()) for split in ("valid", "test")},
+            # users whose items are all held out: evaluated, but with nothing to learn them from
+            "users_without_train": int((splits["train"].counts() == 0).sum()),
+        },
+    }
 
 
 def check_cold_items(where: str, cold: np.ndarray, train: Examples, n_items: int) -> None:

@@ -18,13 +18,17 @@ import pyarrow.parquet as pq
 
 from mmseqrec.data.format import (
     SPLITS,
+    TRACKS,
     DataFormatError,
     Examples,
     FeatureSet,
+    UserItems,
     _check_ids,
     check_cold_items,
     check_feature_values,
+    check_user_items,
     read_manifest,
+    read_user_items,
     verify_checksums,
 )
 
@@ -67,6 +71,9 @@ class Domain:
         sequences: every user's chronological sequence, stored flat (``Examples`` without targets).
         cold_items: (N+1,) bool, True for the items a cold-start split holds out of training
             (``mmseqrec prepare cold``); None for an ordinary domain.
+        topn: the top-N track's ``train`` / ``valid`` / ``test`` item sets per user (general
+            recommenders: LightGCN, VBPR, ...); None when the domain does not carry that track.
+            A domain with only this track has no ``splits`` and no sequences.
     """
 
     name: str
@@ -83,13 +90,35 @@ class Domain:
     sequence_offsets: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(1, np.int64))
     item_text: list[str | None] = field(repr=False, default_factory=list)
     cold_items: np.ndarray | None = field(repr=False, default=None)
+    topn: dict[str, UserItems] | None = field(repr=False, default=None)
+
+    @property
+    def tracks(self) -> list[str]:
+        """The tracks this domain carries: ``sequential`` and/or ``topn``."""
+        return [t for t, present in zip(TRACKS, (bool(self.splits), self.topn is not None)) if present]
+
+    def require_track(self, track: str, who: str = "this model") -> None:
+        """A clear error when ``who`` needs a track this domain does not carry."""
+        if track in self.tracks:
+            return
+        if track == "topn":
+            how = (f"make one from its sequences with `mmseqrec prepare general-split --domain {self.name} --rule random "
+                   f"--name {self.name}-topn`, or import a top-N release (`mmseqrec prepare diffmm`)")
+            what = "general top-N splits (per-user train / valid / test item sets)"
+        else:
+            how = "sequential models need chronological sequences, which a top-N release (DiffMM, MMRec) does not have"
+            what = "sequential (leave-one-out) splits"
+        raise DataFormatError(f"{who} needs {what}, and domain {self.name} ({self.path / 'manifest.json'}) has only {', '.join(self.tracks)}: {how}")
 
     def train_item_counts(self) -> np.ndarray:
         """Training popularity of every item id 0..N (0 stays 0).
 
         Counts each user's interactions except the last two (the valid and test targets), i.e.
-        exactly what a model may learn popularity from under leave-one-out.
+        exactly what a model may learn popularity from under leave-one-out. A domain with the
+        top-N track only counts its training pairs.
         """
+        if not self.splits and self.topn is not None:
+            return np.bincount(self.topn["train"].items, minlength=self.num_items + 1).astype(np.int64)
         lengths = np.diff(self.sequence_offsets)
         position = np.arange(self.sequence_values.size) - np.repeat(self.sequence_offsets[:-1], lengths)
         keep = position < np.repeat(lengths - 2, lengths)
@@ -119,9 +148,14 @@ class Domain:
         if self.cold_items is not None:
             cold_rows = int(self.cold_items[self.splits["test"].target].sum())
             cold = f"; cold start: {int(self.cold_items.sum()):,} items held out of training, {cold_rows:,} test rows with a cold target"
+        parts = []
+        if self.splits:
+            parts.append(f"{len(self.splits['train']):,} train / {len(self.splits['valid']):,} valid / {len(self.splits['test']):,} test rows")
+        if self.topn is not None:
+            held = ", ".join(f"{split} {len(self.topn[split]):,} pairs ({int((self.topn[split].counts() > 0).sum()):,} users)" for split in ("valid", "test"))
+            parts.append(f"top-N: {len(self.topn['train']):,} train pairs, {held}")
         return (
-            f"{self.name}: {self.num_users:,} users, {self.num_items:,} items, "
-            f"{len(self.splits['train']):,} train / {len(self.splits['valid']):,} valid / {len(self.splits['test']):,} test rows"
+            f"{self.name}: {self.num_users:,} users, {self.num_items:,} items, " + "; ".join(parts)
             + (f"; features: {feats}" if feats else "") + cold
         )
 
@@ -192,8 +226,14 @@ def load_domain(
     if not np.array_equal(item_ids, np.arange(1, n_items + 1)):
         raise DataFormatError(f"{folder / 'items.parquet'}: item_id must run 1..{n_items} in order")
 
+    tracks = manifest.get("tracks", ["sequential"])  # a manifest from before the top-N track is sequential
+    unknown = sorted(set(tracks) - set(TRACKS)) if isinstance(tracks, list) else [str(tracks)]
+    if unknown or not tracks:
+        raise DataFormatError(f"{folder / 'manifest.json'}: field 'tracks' must list some of {', '.join(TRACKS)}, got {tracks!r}")
+    topn = _read_topn(folder, manifest, n_users, n_items) if "topn" in tracks else None
+
     splits = {}
-    for split in SPLITS:
+    for split in SPLITS if "sequential" in tracks else ():
         path = folder / f"{split}.parquet"
         ex = _read_examples(path)
         expected = int(counts[f"{split}_examples"])
@@ -224,13 +264,16 @@ def load_domain(
         check_feature_values(str(values_path), values, present, n_items, int(meta["dim"]))
         loaded[name] = FeatureSet(np.asarray(values), present, meta.get("modality", name), meta.get("encoder", ""))
 
-    interactions = pq.read_table(folder / "interactions.parquet").column("items").combine_chunks()
-    seq_values = interactions.values.to_numpy().astype(np.int64)
-    if seq_values.size != int(counts["interactions"]):
-        raise DataFormatError(
-            f"{folder / 'interactions.parquet'}: {seq_values.size} interactions, manifest says {counts['interactions']}"
-        )
-    _check_ids(str(folder / "interactions.parquet"), "items", seq_values, 1, n_items)
+    seq_values, seq_offsets = np.zeros(0, np.int64), np.zeros(1, np.int64)
+    if "sequential" in tracks:
+        interactions = pq.read_table(folder / "interactions.parquet").column("items").combine_chunks()
+        seq_values = interactions.values.to_numpy().astype(np.int64)
+        seq_offsets = interactions.offsets.to_numpy().astype(np.int64)
+        if seq_values.size != int(counts["interactions"]):
+            raise DataFormatError(
+                f"{folder / 'interactions.parquet'}: {seq_values.size} interactions, manifest says {counts['interactions']}"
+            )
+        _check_ids(str(folder / "interactions.parquet"), "items", seq_values, 1, n_items)
 
     cold_items = None
     if "cold_start" in manifest:
@@ -263,10 +306,30 @@ def load_domain(
         domain_names=names,
         item_raw_id=items.column("raw_id").to_pylist(),
         sequence_values=seq_values,
-        sequence_offsets=interactions.offsets.to_numpy().astype(np.int64),
+        sequence_offsets=seq_offsets,
         item_text=items.column("text").to_pylist(),
         cold_items=cold_items,
+        topn=topn,
     )
+
+
+def _read_topn(folder: Path, manifest: dict, n_users: int, n_items: int) -> dict[str, UserItems]:
+    """The top-N splits named by the manifest, each checked, then checked against each other."""
+    entry = manifest.get("topn")
+    if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
+        raise DataFormatError(f"{folder / 'manifest.json'}: 'tracks' lists topn but the 'topn' field (with its files) is missing")
+    paths = {}
+    for split in SPLITS:
+        if split not in entry["files"]:
+            raise DataFormatError(f"{folder / 'manifest.json'}: topn.files has no '{split}' split")
+        paths[split] = folder / entry["files"][split]
+    splits = {split: read_user_items(path, n_users, n_items) for split, path in paths.items()}
+    for split, part in splits.items():
+        expected = (entry.get("counts") or {}).get(f"{split}_pairs")
+        if expected is not None and int(expected) != len(part):
+            raise DataFormatError(f"{paths[split]}: {len(part)} pairs, manifest says {expected}")
+    check_user_items({split: str(path) for split, path in paths.items()}, splits, n_users, n_items)
+    return splits
 
 
 def load_mixture(
@@ -322,6 +385,8 @@ def merge_domains(members: Sequence[Domain], features: Sequence[str] | None = No
     """The mixture of already loaded domains (see ``load_mixture``)."""
     if not members:
         raise ValueError("merge_domains needs at least one domain")
+    for member in members:
+        member.require_track("sequential", "a mixture (for pretraining)")
     feature_names = list(features) if features is not None else [f for f in members[0].features if all(f in m.features for m in members)]
     for fname in feature_names:
         dims = {m.name: m.features[fname].dim for m in members}

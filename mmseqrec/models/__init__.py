@@ -1,11 +1,19 @@
-"""Model registry: name -> (model class, config class)."""
+"""Model registry: name -> (model class, config class). The sequential models and MostPop, then the
+general top-N models (``track = "topn"``)."""
 
 from mmseqrec.models.bert4rec import BERT4Rec, BERT4RecConfig
+from mmseqrec.models.bm3 import BM3, BM3Config
+from mmseqrec.models.diffmm import DiffMM, DiffMMConfig
+from mmseqrec.models.freedom import FREEDOM, FREEDOMConfig
+from mmseqrec.models.lattice import LATTICE, LATTICEConfig
+from mmseqrec.models.lightgcn import LightGCN, LightGCNConfig
+from mmseqrec.models.mfbpr import MFBPR, MFBPRConfig
 from mmseqrec.models.missrec import MISSRec, MISSRecConfig
 from mmseqrec.models.mmmlp import MMMLP, MMMLPConfig
 from mmseqrec.models.mostpop import MostPop, MostPopConfig
 from mmseqrec.models.sasrec import SASRec, SASRecConfig
 from mmseqrec.models.unisrec import UniSRec, UniSRecConfig
+from mmseqrec.models.vbpr import VBPR, VBPRConfig
 
 MODELS = {
     "missrec": (MISSRec, MISSRecConfig),
@@ -14,6 +22,14 @@ MODELS = {
     "bert4rec": (BERT4Rec, BERT4RecConfig),
     "mmmlp": (MMMLP, MMMLPConfig),
     "unisrec": (UniSRec, UniSRecConfig),
+    # the general top-N track (per-user item splits; mmseqrec.models.graph)
+    "mfbpr": (MFBPR, MFBPRConfig),
+    "lightgcn": (LightGCN, LightGCNConfig),
+    "vbpr": (VBPR, VBPRConfig),
+    "lattice": (LATTICE, LATTICEConfig),
+    "freedom": (FREEDOM, FREEDOMConfig),
+    "bm3": (BM3, BM3Config),
+    "diffmm": (DiffMM, DiffMMConfig),
 }
 
 
@@ -26,6 +42,7 @@ def model_classes(name: str):
 
 
 __all__ = [
-    "MMMLP", "MODELS", "BERT4Rec", "BERT4RecConfig", "MISSRec", "MISSRecConfig", "MMMLPConfig", "MostPop", "MostPopConfig",
-    "SASRec", "SASRecConfig", "UniSRec", "UniSRecConfig", "model_classes",
+    "BM3", "FREEDOM", "LATTICE", "MFBPR", "MMMLP", "MODELS", "VBPR", "BERT4Rec", "BERT4RecConfig", "BM3Config", "DiffMM", "DiffMMConfig",
+    "FREEDOMConfig", "LATTICEConfig", "LightGCN", "LightGCNConfig", "MFBPRConfig", "MISSRec", "MISSRecConfig", "MMMLPConfig", "MostPop",
+    "MostPopConfig", "SASRec", "SASRecConfig", "UniSRec", "UniSRecConfig", "VBPRConfig", "model_classes",
 ]

@@ -69,6 +69,10 @@ class Recommender(nn.Module):
     model_type: str = ""
     #: False for models fitted by counting (MostPop): the training loop skips gradient epochs.
     trainable: bool = True
+    #: ``sequential`` (next item after a history, leave-one-out rows) or ``topn`` (general
+    #: recommenders: per-user item sets, BPR batches, held-out items ranked with the training
+    #: items masked); the training loop and the evaluator take the data and metrics from it.
+    track: str = "sequential"
     #: The stage the model was last prepared for (``apply_stage``); some losses depend on it.
     stage: str = "finetune"
     #: State-dict key prefixes that carry over from a pretrained checkpoint to another domain;
