@@ -198,6 +198,21 @@ def _read_examples(path: Path) -> Examples:
     )
 
 
+
+def source_and_target(domain: str, name: str, kind: str, data_dir=None, overwrite: bool = False) -> tuple["Domain", Path]:
+    """For a command that derives a new domain ``name`` from a prepared ``domain`` (a cold-start
+    split, a top-N split): the loaded source and the folder to write, refusing an existing folder
+    without ``overwrite`` and a target that is the source itself."""
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    target = root / name
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
+    source = load_domain(domain, data_dir=data_dir)
+    if source.path.resolve() == target.resolve():
+        raise ValueError(f"the {kind} cannot replace its own domain ({target}); give it another --name")
+    return source, target
+
+
 def load_domain(
     name_or_path: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,

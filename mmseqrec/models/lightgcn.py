@@ -37,6 +37,7 @@ class LightGCN(TopNRecommender, PyTorchModelHubMixin, library_name="mmseqrec", t
     model_type = "lightgcn"
     config_class = LightGCNConfig
 
+    # Kept for its annotation: PyTorchModelHubMixin.from_pretrained reads it to rebuild the config.
     def __init__(self, config: LightGCNConfig):
         super().__init__(config)
 

@@ -34,6 +34,7 @@ class MFBPR(TopNRecommender, PyTorchModelHubMixin, library_name="mmseqrec", tags
     model_type = "mfbpr"
     config_class = MFBPRConfig
 
+    # Kept for its annotation: PyTorchModelHubMixin.from_pretrained reads it to rebuild the config.
     def __init__(self, config: MFBPRConfig):
         super().__init__(config)
 

@@ -47,7 +47,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from mmseqrec.data.format import MANIFEST, DataFormatError, DomainTables, Examples, FeatureSet, sha256_of, write_domain
-from mmseqrec.data.loading import Domain, default_data_dir, load_domain
+from mmseqrec.data.loading import Domain, load_domain, source_and_target
 from mmseqrec.data.split import leave_one_out
 from mmseqrec.options import add_data_dir
 
@@ -151,13 +151,7 @@ def build_cold(domain: Domain, share: float, name: str, seed: int = 0) -> Domain
 
 def prepare_cold(domain: str, share: float, name: str, seed: int = 0, data_dir: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Write the cold-start split of ``domain`` as ``<data_dir>/<name>``."""
-    root = Path(data_dir) if data_dir is not None else default_data_dir()
-    target = root / name
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
-    source = load_domain(domain, data_dir=data_dir)
-    if source.path.resolve() == target.resolve():
-        raise ValueError(f"the cold-start split cannot replace its own domain ({target}); give it another --name")
+    source, target = source_and_target(domain, name, "cold-start split", data_dir, overwrite)
     return write_domain(build_cold(source, share, name, seed), target, overwrite=overwrite)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from mmseqrec.data.format import MANIFEST, DomainTables, FeatureSet, sha256_of, write_domain
-from mmseqrec.data.loading import Domain, default_data_dir, load_domain
+from mmseqrec.data.loading import Domain, load_domain, source_and_target
 from mmseqrec.data.split import SPLIT_RULES, per_user_split
 from mmseqrec.options import add_data_dir
 
@@ -86,13 +86,7 @@ def prepare_general_split(
     domain: str, rule: str, name: str, seed: int = 0, ratios=(8.0, 1.0, 1.0), data_dir: str | os.PathLike | None = None, overwrite: bool = False
 ) -> Path:
     """Write ``domain`` with its top-N split as ``<data_dir>/<name>``."""
-    root = Path(data_dir) if data_dir is not None else default_data_dir()
-    target = root / name
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
-    source = load_domain(domain, data_dir=data_dir)
-    if source.path.resolve() == target.resolve():
-        raise ValueError(f"the general split cannot replace its own domain ({target}); give it another --name")
+    source, target = source_and_target(domain, name, "general split", data_dir, overwrite)
     return write_domain(build_general_split(source, rule, name, seed, ratios), target, overwrite=overwrite)
 
 
