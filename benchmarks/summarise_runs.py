@@ -19,6 +19,7 @@ import argparse
 import json
 import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -68,8 +69,7 @@ def main(argv=None) -> int:
         if not with_ranks:
             parser.error("--pair needs every run's ranks.npz")
         difference = paired_bootstrap(group_scores(folders[a]), group_scores(folders[b]))
-        summary[a][f"test ndcg@10 vs {b}"] = {"difference": difference.difference, "low": difference.low,
-                                              "high": difference.high, "share_ahead": difference.share_ahead}
+        summary[a][f"test ndcg@10 vs {b}"] = asdict(difference)
         pairs.append(f"- {a} vs {b}: test NDCG@10 {difference.format()} (95% interval, paired bootstrap over"
                      f" the test users, each user's score averaged over the seeds); {a} ahead in"
                      f" {100 * difference.share_ahead:.1f}% of the resamples")
