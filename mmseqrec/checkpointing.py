@@ -32,7 +32,7 @@ import math
 import os
 import shutil
 import signal
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -266,8 +266,12 @@ def identity_mismatches(stored: dict, current: dict) -> list[str]:
             problems.append(f"{key} is {stored.get(key)!r} there, {current.get(key)!r} here")
     for section, allowed in (("model_config", frozenset()), ("train", RESUMABLE_CHANGES), ("domain", frozenset())):
         old, new = stored.get(section, {}), current.get(section, {})
+        defaults = current.get("defaults", {}).get(section, {})
         for name in sorted(set(old) | set(new)):
-            if name not in allowed and old.get(name) != new.get(name):
+            # A field added to the configuration after the checkpoint was written is no change
+            # when this run leaves it at its default: the old code behaved as the default does.
+            added_at_default = name not in old and name in defaults and new.get(name) == defaults[name]
+            if name not in allowed and not added_at_default and old.get(name) != new.get(name):
                 label = {"model_config": "model", "train": "train", "domain": "domain"}[section]
                 problems.append(f"{label}.{name} is {old.get(name)!r} there, {new.get(name)!r} here")
     return problems
@@ -321,7 +325,19 @@ def run_identity(model, train_config, domain, num_processes: int) -> dict[str, A
             "train_examples": len(domain.splits["train"]) if domain.splits else len(domain.topn["train"]),
         },
         "num_processes": num_processes,
+        "defaults": {"model_config": _field_defaults(model.config), "train": _field_defaults(train_config)},
     }
+
+
+def _field_defaults(config) -> dict[str, Any]:
+    """The documented default of every field of a config dataclass that has one."""
+    values = {}
+    for entry in fields(config):
+        if entry.default is not MISSING:
+            values[entry.name] = entry.default
+        elif entry.default_factory is not MISSING:
+            values[entry.name] = entry.default_factory()
+    return json.loads(json.dumps(values, default=str))
 
 
 # -------------------------------------------------------------------------------------------

@@ -186,6 +186,28 @@ def test_damaged_checkpoints_are_refused(tmp_path):
         resolve_resume_point(tmp_path, tmp_path / "state")
 
 
+def test_a_config_field_added_after_the_checkpoint_blocks_resuming_only_when_changed():
+    model = SASRec(SASRecConfig(num_items=20))
+    current = checkpointing.run_identity(model, TrainConfig(epochs=3), _FakeDomain(), num_processes=1)
+    stored = json.loads(json.dumps(current))
+    stored.pop("defaults")
+    del stored["train"]["compile"]  # as written by a version that did not have the field yet
+    assert checkpointing.identity_mismatches(stored, current) == []
+    changed = json.loads(json.dumps(current))
+    changed["train"]["compile"] = not current["defaults"]["train"]["compile"]
+    assert checkpointing.identity_mismatches(stored, changed) == [f"train.compile is None there, {changed['train']['compile']!r} here"]
+    changed = json.loads(json.dumps(current))
+    changed["train"]["lr"] = 0.5
+    assert checkpointing.identity_mismatches(json.loads(json.dumps(current)), changed) == [
+        f"train.lr is {current['train']['lr']!r} there, 0.5 here"
+    ]
+
+
+class _FakeDomain:
+    name, num_items, num_users = "tiny", 20, 5
+    splits = {"train": [0, 1, 2]}
+
+
 class PoisonedSASRec(SASRec):
     """SASRec whose batches containing ``POISONED_ROW`` carry a NaN from the second epoch on
     (as a corrupt feature would); everything else is SASRec."""
