@@ -221,3 +221,19 @@ def test_diffmm_can_subsample_its_contrast_anchors(domain):
     model = build("diffmm", domain, contrast_nodes=2).train()
     terms = model.loss_terms(pair_batch(domain))
     assert all(torch.isfinite(value) for value in terms.values()) and terms["contrast"] > 0
+
+
+def test_vbpr_penalises_the_content_vectors_so_the_projections_are_regularised(domain):
+    """The L2 term covers [gamma_u, theta_u] and [gamma_i, c_i] (MMRec's form): it equals the hand
+    computation and reaches the projections E, which the paper's lambda_E = 0 form leaves free."""
+    torch.manual_seed(0)
+    model = build("vbpr", domain, reg_weight=0.5)
+    batch = pair_batch(domain, size=16)
+    terms = model.loss_terms(batch)
+    users, items = model.embeddings()
+    u, pos, neg = batch["user_id"], batch["pos_item"] - 1, batch["neg_item"] - 1
+    d = model.config.embedding_size
+    by_hand = 0.5 * (users[u, : 2 * d].pow(2).sum() + items[pos, : 2 * d].pow(2).sum() + items[neg, : 2 * d].pow(2).sum()) / (2 * len(u))
+    assert terms["l2"].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    terms["l2"].backward()
+    assert all(float(projection.weight.grad.abs().max()) > 0 for projection in model.projections)
