@@ -8,7 +8,7 @@
 #   DOMAINS=tiktok TIKTOK_MODELS=lightgcn,lattice bash benchmarks/mmcf_tables.sh   # a part
 #   DATA_DIR=/tmp/d OUTPUT=/tmp/mmcf SEEDS=1 BUDGET=quick bash benchmarks/mmcf_tables.sh   # a smoke run
 #
-# The budgets below are those of the measured tables: about 80 CPU-minutes in all on the 2-core CPU,
+# The budgets below (BUDGET=cpu) are those of the page's first, capped tables: about 80 CPU-minutes in all on the 2-core CPU,
 # one thread per run (MMRec trains up to 1000 epochs with patience 20, DiffMM 50 epochs): fewer
 # epochs and a shorter patience; DiffMM with batch 2048 (the others' size; its reference uses 1024), its
 # denoisers narrowed (hidden 1000 -> 256) and trained on 64 users of a batch, and 256 of a batch's
