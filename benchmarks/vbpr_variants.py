@@ -20,34 +20,36 @@ import torch
 
 from finetune.cli import main as finetune_main
 from mmseqrec.models import vbpr
-from mmseqrec.models.graph import project_features
 
 VARIANTS = ("paper", "paper-no-content", "paper-no-bias", "paper-no-item-bias", "paper-no-content-bias")
 
 
 def patch(variant: str) -> None:
-    """Replace VBPR's scoring vectors and loss by the variant's."""
+    """Replace VBPR's scoring vectors and loss by the variant's. The item vectors are the model's
+    own [gamma_i, c_i, beta_i + b(i)] with the removed part taken out again."""
+    embeddings = vbpr.VBPR.embeddings
 
-    def embeddings(self):
-        features = self.features()
-        content = sum(project_features(self.projections, features))
-        content = content / sum(present.float() for _, present in features)[:, None].clamp(min=1.0)
-        item_bias = self.item_bias
-        content_bias = sum((values @ weight) * present for (values, present), weight in zip(features, self.content_bias))
+    def variant_embeddings(self):
+        users, items = embeddings(self)
+        d = self.config.embedding_size
+        keep = torch.ones(items.shape[1], device=items.device)
         if variant == "paper-no-content":
-            content = torch.zeros_like(content)
-        if variant in ("paper-no-bias", "paper-no-item-bias"):
-            item_bias = torch.zeros_like(item_bias)
-        if variant in ("paper-no-bias", "paper-no-content-bias"):
-            content_bias = torch.zeros_like(content_bias)
-        users = torch.cat([self.user_embedding.weight, torch.ones_like(self.user_embedding.weight[:, :1])], dim=1)
-        return users, torch.cat([self.item_embedding.weight, content, (item_bias + content_bias)[:, None]], dim=1)
+            keep[d : 2 * d] = 0
+        items = items * keep
+        bias = items[:, -1]
+        if variant == "paper-no-bias":
+            bias = torch.zeros_like(bias)
+        elif variant == "paper-no-item-bias":
+            bias = bias - self.item_bias
+        elif variant == "paper-no-content-bias":
+            bias = self.item_bias
+        return users, torch.cat([items[:, :-1], bias[:, None]], dim=1)
 
     def paper_loss_terms(self, batch):
         # L2 on the ID tables the batch used, nothing on E: the paper's lambda_E = 0
         return self.bpr_terms(*self.embeddings(), batch, self.config.reg_weight)
 
-    vbpr.VBPR.embeddings = embeddings
+    vbpr.VBPR.embeddings = variant_embeddings
     vbpr.VBPR.loss_terms = paper_loss_terms
 
 

@@ -174,13 +174,18 @@ class TopNRecommender(Recommender):
         self._cached = None  # the weights are about to change, or have just been restored
         return super().train(mode)
 
-    def bpr_terms(self, users: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], reg_weight: float) -> dict[str, torch.Tensor]:
+    def bpr_terms(
+        self, users: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], reg_weight: float,
+        penalised: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """BPR on the batch's (user, positive, negative) triples scored with the final ``users``
-        and ``items`` vectors, and ``reg_weight`` x the L2 penalty of the ID vectors they used."""
+        and ``items`` vectors, and ``reg_weight`` x the L2 penalty of the batch's rows of the
+        ``penalised`` (user, item) tables (default: the ID tables)."""
         u, pos, neg = batch["user_id"], batch["pos_item"] - 1, batch["neg_item"] - 1
+        user_table, item_table = penalised if penalised is not None else (self.user_embedding.weight, self.item_embedding.weight)
         return {
             "bpr": bpr_loss((users[u] * items[pos]).sum(-1), (users[u] * items[neg]).sum(-1)),
-            "l2": reg_weight * l2_penalty(self.user_embedding(u), self.item_embedding(pos), self.item_embedding(neg)),
+            "l2": reg_weight * l2_penalty(user_table[u], item_table[pos], item_table[neg]),
         }
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

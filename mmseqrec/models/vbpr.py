@@ -28,7 +28,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from mmseqrec.models.graph import MultimodalConfig, TopNRecommender, bpr_loss, l2_penalty, project_features
+from mmseqrec.models.graph import MultimodalConfig, TopNRecommender, project_features
 
 
 @dataclass
@@ -70,9 +70,5 @@ class VBPR(TopNRecommender, PyTorchModelHubMixin, library_name="mmseqrec", tags=
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         users, items = self.embeddings()
-        u, pos, neg = batch["user_id"], batch["pos_item"] - 1, batch["neg_item"] - 1
         width = 2 * self.config.embedding_size  # [gamma, theta or c]; the bias column is not penalised
-        return {
-            "bpr": bpr_loss((users[u] * items[pos]).sum(-1), (users[u] * items[neg]).sum(-1)),
-            "l2": self.config.reg_weight * l2_penalty(users[u, :width], items[pos, :width], items[neg, :width]),
-        }
+        return self.bpr_terms(users, items, batch, self.config.reg_weight, penalised=(users[:, :width], items[:, :width]))
