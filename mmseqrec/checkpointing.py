@@ -70,6 +70,8 @@ class TrainingProgress:
         stale: epochs since the best one (early stopping).
         history: one entry per finished epoch (loss, valid metrics; seconds: the whole epoch,
             train_seconds: its training steps, valid_seconds: its validation pass).
+        elapsed_seconds: wall-clock seconds of the run up to this checkpoint, over every process
+            lifetime it took (a resumed run's metrics.json reports the whole run, not its last part).
     """
 
     epoch: int = 0
@@ -80,6 +82,7 @@ class TrainingProgress:
     best_score: float = -math.inf
     stale: int = 0
     history: list[dict] = field(default_factory=list)
+    elapsed_seconds: float = 0.0
 
     def record_step(self, loss: float) -> None:
         self.batches_done += 1

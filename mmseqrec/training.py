@@ -549,6 +549,8 @@ class Trainer:
         self.logger = self._make_logger()
         # Set while fitting: where the run is, and the best weights so far (early stopping).
         self.progress = TrainingProgress()
+        self._started = time.time()
+        self._seconds_before_resume = 0.0  # set from the checkpoint by --resume
         self.best_state: dict[str, torch.Tensor] | None = None
         self.resolved: dict = {}  # the run's config.yaml, also the source of its model cards
         self._identity: dict = {}
@@ -582,7 +584,7 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
-        started = time.time()
+        self._started = time.time()
         model = self.model
         protocol = PROTOCOLS[model.track]
         self.domain.require_track(model.track, type(model).__name__)
@@ -658,7 +660,7 @@ class Trainer:
             if self.best_state is not None:
                 model.load_state_dict(self.best_state)
             if not cfg.validate:
-                return self._finish_pretraining(model, progress.history, trainable, started)
+                return self._finish_pretraining(model, progress.history, trainable)
         else:
             # Nothing to train (MostPop): prepare the loaders and put the buffers on the device.
             model.to(acc.device)
@@ -685,7 +687,7 @@ class Trainer:
             **cold_and_warm(test, self.domain.cold_items),
             **by_popularity,
             "evaluated_users": {"valid": int(len(valid["rows"])), "test": int(len(test["rows"]))},
-            "wall_clock_seconds": time.time() - started,
+            "wall_clock_seconds": self._elapsed_seconds(),
             "num_processes": acc.num_processes,
             "history": history,
         }
@@ -707,7 +709,7 @@ class Trainer:
         acc.wait_for_everyone()
         return results
 
-    def _finish_pretraining(self, model: Recommender, history: list[dict], trainable: int, started: float) -> dict[str, Any]:
+    def _finish_pretraining(self, model: Recommender, history: list[dict], trainable: int) -> dict[str, Any]:
         acc = self.accelerator
         results = {
             "model": type(model).__name__,
@@ -718,7 +720,7 @@ class Trainer:
             "epochs_run": len(history),
             "trainable_parameters": trainable,
             "final_loss": history[-1]["loss"] if history else None,
-            "wall_clock_seconds": time.time() - started,
+            "wall_clock_seconds": self._elapsed_seconds(),
             "num_processes": acc.num_processes,
             "history": history,
         }
@@ -772,6 +774,7 @@ class Trainer:
                 self.log(f"--resume: no complete checkpoint in {self.state_dir}; starting from the beginning")
                 return
             self.progress, self.best_state = checkpointing.load_checkpoint(acc, point, self._identity)
+            self._seconds_before_resume = self.progress.elapsed_seconds
             self.log(f"resumed from {checkpointing.describe(point)}")
             return
         latest = checkpointing.latest_checkpoint(self.state_dir)
@@ -787,7 +790,12 @@ class Trainer:
             (self.run_dir / "metrics.json").unlink(missing_ok=True)
         acc.wait_for_everyone()
 
+    def _elapsed_seconds(self) -> float:
+        """Wall-clock seconds of the whole run: before the last resume, plus since this process began."""
+        return self._seconds_before_resume + time.time() - self._started
+
     def _save_checkpoint(self) -> None:
+        self.progress.elapsed_seconds = self._elapsed_seconds()
         if self.config.keep_checkpoints > 0:
             checkpointing.save_checkpoint(
                 self.accelerator, self.state_dir, self.progress, self._identity, self.best_state, self.config.keep_checkpoints

@@ -101,6 +101,8 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(data, unin
     assert latest.name == "step-00000020"
     progress = json.loads((latest / checkpointing.TRAINER_STATE).read_text())["progress"]
     assert (progress["epoch"], progress["batches_done"]) == (1, 7)  # mid-epoch
+    seconds_before_the_kill = progress["elapsed_seconds"]
+    assert seconds_before_the_kill > 0
     assert [p.name for p in list_checkpoints(state)[0]] == ["step-00000016", "step-00000020"]  # keep_checkpoints=2
     saved = load_file(str(latest / "model.safetensors"))
     assert {"model.interest_embeddings", "model.text_interest", "model.image_interest"} <= set(saved)
@@ -121,6 +123,9 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(data, unin
     resumed = json.loads((run / "metrics.json").read_text())
     reference = json.loads((uninterrupted / "metrics.json").read_text())
     assert _without_timings(resumed) == _without_timings(reference)
+    # The run's wall clock counts the part before the kill too, not only the resumed process.
+    assert resumed["wall_clock_seconds"] > seconds_before_the_kill
+    assert resumed["wall_clock_seconds"] >= sum(entry["seconds"] for entry in resumed["history"])
     assert not (run / checkpointing.STATE_DIR).exists()  # a finished fine-tuning run drops its state
 
     # Resuming a finished comparison reads the results back instead of training again.

@@ -9,6 +9,7 @@ import pytest
 from tiny import write_tiny_domain
 
 from mmseqrec.cli import main as mmseqrec_main
+from mmseqrec.runs import run_seconds
 from mmseqrec.significance import group_scores
 
 
@@ -65,3 +66,11 @@ def test_compare_rejects_unknown_model_before_training(tmp_path, capsys):
     assert code == 2
     assert "unknown model 'nosuchrec'" in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
+
+
+def test_run_minutes_count_every_epoch_of_a_run_resumed_before_the_clock_was_kept():
+    # Old resumed run: the last process took 66 s, its epochs 3,000 s in all.
+    old = {"wall_clock_seconds": 66.0, "history": [{"seconds": 1000.0}] * 3}
+    assert run_seconds(old) == 3000.0
+    # A run whose clock covers setup and test as well keeps it.
+    assert run_seconds({"wall_clock_seconds": 3100.0, "history": [{"seconds": 1000.0}] * 3}) == 3100.0
