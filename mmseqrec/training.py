@@ -549,8 +549,8 @@ class Trainer:
         self.logger = self._make_logger()
         # Set while fitting: where the run is, and the best weights so far (early stopping).
         self.progress = TrainingProgress()
-        self._started = time.time()
-        self._seconds_before_resume = 0.0  # set from the checkpoint by --resume
+        # The time the run would have started had it never been interrupted (see _elapsed_seconds).
+        self._clock_origin = time.time()
         self.best_state: dict[str, torch.Tensor] | None = None
         self.resolved: dict = {}  # the run's config.yaml, also the source of its model cards
         self._identity: dict = {}
@@ -584,7 +584,7 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
-        self._started = time.time()
+        self._clock_origin = time.time()
         model = self.model
         protocol = PROTOCOLS[model.track]
         self.domain.require_track(model.track, type(model).__name__)
@@ -774,7 +774,7 @@ class Trainer:
                 self.log(f"--resume: no complete checkpoint in {self.state_dir}; starting from the beginning")
                 return
             self.progress, self.best_state = checkpointing.load_checkpoint(acc, point, self._identity)
-            self._seconds_before_resume = self.progress.elapsed_seconds
+            self._clock_origin -= self.progress.elapsed_seconds  # the time before the interruption counts
             self.log(f"resumed from {checkpointing.describe(point)}")
             return
         latest = checkpointing.latest_checkpoint(self.state_dir)
@@ -791,8 +791,8 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _elapsed_seconds(self) -> float:
-        """Wall-clock seconds of the whole run: before the last resume, plus since this process began."""
-        return self._seconds_before_resume + time.time() - self._started
+        """Wall-clock seconds of the whole run, every process it took included."""
+        return time.time() - self._clock_origin
 
     def _save_checkpoint(self) -> None:
         self.progress.elapsed_seconds = self._elapsed_seconds()
