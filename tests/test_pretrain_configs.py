@@ -5,33 +5,14 @@ of a user's own (not one of ../shared/data) with no override naming a feature or
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from finetune.cli import main as finetune_main
-from mmseqrec.data.format import FeatureSet, write_domain
 from pretrain.run import main as pretrain_main
-from tiny import tiny_tables
+from tiny import write_domain_with_features
 
 CONFIGS = Path(__file__).resolve().parents[1] / "pretrain" / "configs"
-
-
-def _domain_with(root: Path, name: str, seed: int, features: dict[str, tuple[str, int]]) -> None:
-    """A tiny domain whose feature sets are exactly ``features`` (name -> (modality, dim)); a few
-    items lack an image, as on the real Toys release."""
-    tables = tiny_tables(name=name, seed=seed, n_users=60, n_items=30, features=False)
-    rng = np.random.default_rng(seed)
-    for feature, (modality, dim) in features.items():
-        values = np.zeros((tables.num_items + 1, dim), dtype=np.float32)
-        values[1:] = rng.normal(size=(tables.num_items, dim))
-        present = np.ones(tables.num_items + 1, dtype=bool)
-        present[0] = False
-        if modality == "image":
-            present[1:3] = False
-            values[1:3] = 0
-        tables.features[feature] = FeatureSet(values, present, modality, f"random-{dim}d")
-    write_domain(tables, root / name)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +26,7 @@ def test_a_committed_real_config_pretrains_and_fine_tunes_on_a_new_domain(tmp_pa
     committed = yaml.safe_load((CONFIGS / config_name).read_text())
     data = tmp_path / "data"
     for name, seed in (("SourceA", 1), ("SourceB", 2), ("MyShop", 3)):
-        _domain_with(data, name, seed, features)
+        write_domain_with_features(data, name, seed, features)
 
     assert pretrain_main([
         "--config", str(CONFIGS / config_name), "--data-dir", str(data), "--output", str(tmp_path / "pt"), "--quiet",

@@ -91,6 +91,23 @@ def write_tiny_domain(root: Path, **kwargs) -> Path:
     return write_domain(tables, Path(root) / tables.name)
 
 
+def write_domain_with_features(root: Path, name: str, seed: int, features: dict[str, tuple[str, int]]) -> Path:
+    """A tiny domain (60 users, 30 items) whose feature sets are exactly ``features`` (name ->
+    (modality, dim)), random vectors; items 1-2 lack an image, as a few do on the real Toys release."""
+    tables = tiny_tables(name=name, seed=seed, n_users=60, n_items=30, features=False)
+    rng = np.random.default_rng(seed)
+    for feature, (modality, dim) in features.items():
+        values = np.zeros((tables.num_items + 1, dim), dtype=np.float32)
+        values[1:] = rng.normal(size=(tables.num_items, dim))
+        present = np.ones(tables.num_items + 1, dtype=bool)
+        present[0] = False
+        if modality == "image":
+            present[1:3] = False
+            values[1:3] = 0
+        tables.features[feature] = FeatureSet(values, present, modality, f"random-{dim}d")
+    return write_domain(tables, Path(root) / name)
+
+
 def write_tiny_domains(root: Path) -> Path:
     """``Tiny`` (a fine-tuning target) and ``TinyA``, ``TinyB`` (a small pretraining mixture) in ``root``."""
     write_tiny_domain(root)
